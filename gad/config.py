@@ -256,7 +256,7 @@ def all_keys() -> list[str]:
 
 
 def _unknown(key: str, where: str) -> ConfigError:
-    near = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
+    near = difflib.get_close_matches(key, all_keys() + list(SECTIONS), n=1, cutoff=0.6)
     # Also try the bare key against every section's keys, for `batch_size` without its section.
     if not near:
         bare = difflib.get_close_matches(key.split(".")[-1], [k.split(".")[-1] for k in all_keys()], n=1)
@@ -302,7 +302,8 @@ def from_dict(raw: dict[str, Any], stage: str | None = None, where: str = "confi
             cfg.stage = _coerce("stage", values, str, where)
             continue
         if section not in SECTIONS:
-            raise _unknown(str(section), where)
+            first = next(iter(values), None) if isinstance(values, dict) else None
+            raise _unknown(f"{section}.{first}" if first else str(section), where)
         if values is None:
             continue
         if not isinstance(values, dict):

@@ -1,0 +1,94 @@
+"""Teacher-set reading: the three formats, the promised errors, length limits, batch order."""
+
+import json
+
+import pytest
+
+from gad.data import (
+    TeacherSetError,
+    batch_indices,
+    encode_response,
+    encode_teacher_set,
+    read_teacher_set,
+)
+from gad.models import load_tokenizer
+
+
+def write_rows(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+GOOD = {"id": "a", "messages": [{"role": "user", "content": "hi"}], "teacher_response": "hello"}
+
+
+def test_three_formats(tmp_path):
+    p = write_rows(tmp_path / "t.jsonl", [
+        GOOD,
+        {"prompt": "what is red", "teacher_response": "a colour"},
+        {"content": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "x"}], "teacher_response": "y"},
+    ])
+    rows, stats = read_teacher_set(p)
+    assert [r.messages[-1]["content"] for r in rows] == ["hi", "what is red", "x"]
+    assert rows[1].id and rows[1].id != rows[2].id  # ids derived from the messages when absent
+    assert stats.rows == 3 and stats.bad_rows == 0
+
+
+def test_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist([GOOD, {**GOOD, "id": "b"}]), p)
+    rows, _ = read_teacher_set(p)
+    assert [r.id for r in rows] == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad,message", [
+    ('{"id": "x", "messages": [', r"t.jsonl:2: not valid JSON"),
+    ({"id": "x", "messages": [{"role": "user", "content": "q"}]}, r"t.jsonl:2: field 'teacher_response': missing"),
+    ({"id": "x", "messages": [{"role": "user", "content": "q"}], "teacher_response": "  "}, r"t.jsonl:2: field 'teacher_response': empty"),
+    ({"id": "x", "messages": [{"role": "user", "content": "q"}], "teacher_response": 3}, r"t.jsonl:2: field 'teacher_response': must be a string, got int"),
+    ({"id": "x", "messages": [{"role": "user"}], "teacher_response": "r"}, r"t.jsonl:2: field 'messages\[0\].content': must be a string"),
+    ({"id": "x", "messages": [], "teacher_response": "r"}, r"t.jsonl:2: field 'messages': must be a non-empty list"),
+    ({"id": "a", "messages": [{"role": "user", "content": "q"}], "teacher_response": "r"}, r"t.jsonl:2: field 'id': duplicate id 'a'"),
+    ({"teacher_response": "r"}, r"t.jsonl:2: field 'messages': missing"),
+])
+def test_malformed_rows_name_file_line_field(tmp_path, bad, message):
+    p = write_rows(tmp_path / "t.jsonl", [GOOD, bad, {**GOOD, "id": "c"}])
+    with pytest.raises(TeacherSetError, match=message):
+        read_teacher_set(p)
+    rows, stats = read_teacher_set(p, skip_bad_rows=True)
+    assert [r.id for r in rows] == ["a", "c"] and stats.bad_rows == 1
+
+
+def test_lengths_enforced_and_counted(tiny_model, tmp_path):
+    tok = load_tokenizer(str(tiny_model))
+    long_prompt = " ".join(["cat"] * 50)
+    p = write_rows(tmp_path / "t.jsonl", [
+        {"id": "short", "prompt": "what is a cat", "teacher_response": "a cat is a small animal"},
+        {"id": "long-prompt", "prompt": long_prompt, "teacher_response": "yes"},
+        {"id": "long-answer", "prompt": "dog", "teacher_response": " ".join(["dog"] * 30)},
+    ])
+    rows, stats = read_teacher_set(p)
+    examples, stats = encode_teacher_set(rows, tok, tok.eos_token_id, max_prompt_length=20, max_response_length=10, stats=stats)
+    assert [e.id for e in examples] == ["short", "long-answer"]
+    assert stats.dropped_long_prompts == 1 and stats.truncated_responses == 1
+    short, cut = examples
+    assert short.response_ids[-1] == tok.eos_token_id and not short.truncated  # ends like a student sample
+    assert len(cut.response_ids) == 10 and cut.response_ids[-1] != tok.eos_token_id and cut.truncated
+    assert "1 dropped" in stats.summary() and "1 teacher responses truncated" in stats.summary()
+
+
+def test_encode_response_appends_eos(tiny_model):
+    tok = load_tokenizer(str(tiny_model))
+    ids, truncated = encode_response(tok, "yes good", tok.eos_token_id, 100)
+    assert ids == tok("yes good", add_special_tokens=False)["input_ids"] + [tok.eos_token_id] and not truncated
+
+
+def test_batch_order_is_a_function_of_the_step():
+    n, b = 10, 4
+    stream = [i for s in range(5) for i in batch_indices(s, b, n, seed=1)]
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))  # whole epochs
+    assert batch_indices(3, b, n, seed=1) == stream[12:16]  # same batch whenever asked
+    assert batch_indices(0, b, n, seed=2) != batch_indices(0, b, n, seed=1)

@@ -1,0 +1,205 @@
+"""Every stage end to end on a tiny model: weights move, metrics are logged, checkpoints load,
+resume reproduces an uninterrupted run, interrupts and NaNs are handled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gad import api
+from gad.config import load_config
+from gad.models import Discriminator
+from gad.trainer.loop import NonFiniteError, RunExistsError
+from gad.trainer.tracking import read_metrics
+
+
+def overrides(model: Path, data: Path, out: Path, **extra: object) -> list[str]:
+    base = {
+        "data.train_file": data, "generator.model": model, "train.output_dir": out,
+        "train.batch_size": 4, "rollout.n": 4, "rollout.max_new_tokens": 8, "train.micro_batch_size": 8,
+        "train.max_steps": 2, "generator.lr": 1e-3, "discriminator.lr": 1e-3, "algorithm.disc_only_steps": 1,
+        "train.tensorboard": False,
+    }
+    base.update({k.replace("__", "."): v for k, v in extra.items()})
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def cfg_for(stage, tiny_model, teacher_set, out, **extra):
+    return load_config(None, overrides(tiny_model, teacher_set, out, **extra), stage=stage)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def changed(a: dict, b: dict) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("stage", ["seqkd", "warmup", "train", "offpolicy"])
+def test_each_stage_trains_logs_and_checkpoints(stage, tiny_model, teacher_set, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / stage
+    result = getattr(api, stage)(cfg_for(stage, tiny_model, teacher_set, out, train__tensorboard=True,
+                                         algorithm__disc_pretrain_steps=1))
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, result.step + 1))
+    assert changed(weights(tiny_model), weights(result.checkpoint / "generator"))
+    AutoModelForCausalLM.from_pretrained(result.checkpoint / "generator")  # a plain HF folder
+    assert (out / "config.yaml").exists() and any((out / "tensorboard").iterdir())
+    if stage != "seqkd":
+        assert all(0.0 <= r["disc/accuracy"] <= 1.0 for r in rows)
+        assert (result.checkpoint / "discriminator.safetensors").exists()
+        assert "disc/truncated_samples" in rows[-1] and "time/rollout" in rows[-1]
+    if stage in ("train", "offpolicy"):
+        last = rows[-1]
+        for key in ("reward/mean", "reward/std", "policy/kl", "policy/clip_frac", "policy/entropy",
+                    "gen/response_length_mean", "gen/truncation_rate", "time/policy_update", "time/score"):
+            assert key in last, key
+    if stage == "offpolicy":  # D trained on the frozen student first, then frozen
+        assert "sft/nll" not in rows[0] and "reward/mean" not in rows[0] and "reward/mean" in rows[1]
+        assert "disc/grad_norm" in rows[0] and "disc/grad_norm" not in rows[1]
+    state = torch.load(result.checkpoint / "state.pt", weights_only=True)
+    assert state["step"] == result.step and "rng" in state and "gen" in state["optimizers"]
+
+
+def test_warmup_output_starts_train(tiny_model, teacher_set, tmp_path):
+    w = api.warmup(cfg_for("warmup", tiny_model, teacher_set, tmp_path / "w"))
+    t = api.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", train__init_from=tmp_path / "w"))
+    assert t.step == 2
+    state = torch.load(t.checkpoint / "state.pt", weights_only=True)
+    assert state["initial_generator"] == str(w.checkpoint / "generator")  # KL reference = warmup's output
+    d_w = load_file(str(w.checkpoint / "discriminator.safetensors"))
+    d_t = load_file(str(t.checkpoint / "discriminator.safetensors"))
+    assert d_w.keys() == d_t.keys() and changed(d_w, d_t)
+
+
+def test_micro_batching_does_not_change_the_update(tiny_model, teacher_set, tmp_path):
+    """1 step with micro-batches of 2 == 1 step with the whole batch at once (up to float error)."""
+    results = [api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / f"m{m}", train__micro_batch_size=m,
+                                 train__max_steps=1)) for m in (1, 4)]
+    a, b = (weights(r.checkpoint / "generator") for r in results)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    results = [api.train(cfg_for("train", tiny_model, teacher_set, tmp_path / f"g{m}", train__micro_batch_size=m,
+                                 train__max_steps=1)) for m in (2, 16)]
+    a, b = (weights(r.checkpoint / "generator") for r in results)
+    assert changed(weights(tiny_model), a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_refuses_to_overwrite_a_run(tiny_model, teacher_set, tmp_path):
+    api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "r", train__max_steps=1))
+    with pytest.raises(RunExistsError, match="--resume"):
+        api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "r", train__max_steps=1))
+
+
+def test_nan_updates_are_skipped_then_the_run_stops(tiny_model, teacher_set, tmp_path):
+    torch.manual_seed(0)
+    D = Discriminator.from_backbone(str(tiny_model))
+    with torch.no_grad():
+        D.head.weight.fill_(float("nan"))
+    D.save(tmp_path / "nan.safetensors")
+    cfg = cfg_for("warmup", tiny_model, teacher_set, tmp_path / "n", discriminator__init=tmp_path / "nan.safetensors",
+                  train__max_steps=10, train__save_every=1, train__max_bad_steps=2, algorithm__disc_only_steps=10)
+    with pytest.raises(NonFiniteError, match="3 consecutive steps.*Last good checkpoint: .*step-000002"):
+        api.warmup(cfg)
+    rows = read_metrics(tmp_path / "n")
+    assert [r["disc/skipped_update"] for r in rows] == [1.0, 1.0, 1.0]
+    ckpts = sorted(p.name for p in (tmp_path / "n" / "checkpoints").iterdir())
+    assert ckpts == ["step-000001", "step-000002"]
+    saved = load_file(str(tmp_path / "n" / "checkpoints" / "step-000002" / "discriminator.safetensors"))
+    original = D.state_dict()
+    assert all(torch.equal(saved[k], original[k]) or saved[k].isnan().all() for k in saved)  # never stepped
+
+
+# ---------------------------------------------------------------------- the CLI as a user runs it
+
+
+def gad_cli(*args: object, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "gad.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def test_help_lists_the_stages():
+    out = subprocess.run([sys.executable, "-m", "gad.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for stage in ("seqkd", "warmup", "train", "offpolicy", "demo"):
+        assert stage in out
+
+
+def test_cli_refuses_bad_config_and_bad_data_before_training(tiny_model, teacher_set, tmp_path):
+    p = gad_cli("train", *overrides(tiny_model, teacher_set, tmp_path / "x"), "rollout.temprature=1")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "did you mean 'rollout.temperature'" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(teacher_set.read_text() + '{"id": "z", "messages": [{"role": "user", "content": "q"}]}\n')
+    p = gad_cli("warmup", *overrides(tiny_model, bad, tmp_path / "y"))
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and f"{bad}:17: field 'teacher_response': missing" in err
+    assert not (tmp_path / "y" / "checkpoints").exists()
+    p = gad_cli("seqkd", *overrides(tiny_model, bad, tmp_path / "z"), "--skip-bad-rows")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and "1 malformed rows skipped" in err
+
+
+def run_to_end(args: list[str], timeout: float = 300) -> str:
+    p = gad_cli(*args)
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, err
+    return err
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_model, teacher_set, tmp_path):
+    steps = 10
+    args = lambda out: ["train", *overrides(tiny_model, teacher_set, out, train__max_steps=steps,  # noqa: E731
+                                            train__save_every=1, rollout__max_new_tokens=24)]
+    run_to_end(args(tmp_path / "full"))
+
+    killed = tmp_path / "killed"
+    p = gad_cli(*args(killed))
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        metrics = killed / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+            break
+        assert p.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert len(read_metrics(killed)) < steps
+    run_to_end([*args(killed), "--resume"])
+
+    full, resumed = read_metrics(tmp_path / "full"), read_metrics(killed)
+    assert [r["step"] for r in resumed] == list(range(1, steps + 1))
+    assert [r["batch_ids"] for r in resumed] == [r["batch_ids"] for r in full]  # same data order
+    a = weights(tmp_path / "full" / "checkpoints" / f"step-{steps:06d}" / "generator")
+    b = weights(killed / "checkpoints" / f"step-{steps:06d}" / "generator")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # same RNG, optimizer and data position
+
+
+def test_ctrl_c_saves_then_resume_finishes(tiny_model, teacher_set, tmp_path):
+    out = tmp_path / "c"
+    args = ["train", *overrides(tiny_model, teacher_set, out, train__max_steps=40, train__save_every=100,
+                                rollout__max_new_tokens=24)]
+    p = gad_cli(*args)
+    deadline = time.time() + 240
+    while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().strip()):
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupt received" in err
+    done = len(read_metrics(out))
+    assert done < 40 and (out / "checkpoints" / f"step-{done:06d}" / "state.pt").exists()
+    run_to_end([*args, "--resume"])
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 41))
