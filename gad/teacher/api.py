@@ -121,15 +121,31 @@ class OpenAIBackend:
         self.rpm = RateLimiter(rpm) if rpm else None
         self.tpm = RateLimiter(tpm) if tpm else None
         self._openai = openai
-        self._limit = asyncio.Semaphore(concurrency)  # also bounds direct callers of respond()
-        self._client = openai.AsyncOpenAI(api_key=api_key or "none", base_url=base_url,
-                                          max_retries=0, timeout=timeout_s)
+        self._client_args = {"api_key": api_key or "none", "base_url": base_url, "max_retries": 0,
+                             "timeout": timeout_s}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _bind_loop(self) -> None:
+        """The HTTP client, semaphore and limiters belong to one event loop; each ``collect`` call
+        runs its own, so rebuild them when the loop changes (the backend stays reusable)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        self._loop = loop
+        self._client = self._openai.AsyncOpenAI(**self._client_args)
+        self._limit = asyncio.Semaphore(self.concurrency)  # also bounds direct callers of respond()
+        for limiter in (self.rpm, self.tpm):
+            if limiter is not None:
+                limiter._lock = asyncio.Lock()
 
     async def respond(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        self._bind_loop()
         return list(await asyncio.gather(*(self._complete(r) for r in requests)))
 
     async def aclose(self) -> None:
-        await self._client.close()
+        if self._loop is not None:
+            await self._client.close()
+            self._loop = None
 
     # ------------------------------------------------------------------------------------------------
     async def _complete(self, request: ChatRequest) -> ChatResponse:

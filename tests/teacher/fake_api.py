@@ -57,6 +57,8 @@ class FakeChatAPI:
     seed: int = 0
     force_status: int | None = None
     """Answer every request with this HTTP status (e.g. 401, 400)."""
+    force_code: str = "forced"
+    """The error ``code`` sent with ``force_status`` (OpenAI: "insufficient_quota" for a spent quota)."""
 
     hits: list[Hit] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -137,7 +139,7 @@ class FakeChatAPI:
             return _error(401, f"Incorrect API key provided: {sent}.", "invalid_api_key")
         if self.force_status is not None:
             self._log(key, str(self.force_status), auth)
-            return _error(self.force_status, f"forced status {self.force_status}", "forced")
+            return _error(self.force_status, f"forced status {self.force_status}", self.force_code)
         fault = self._pick_fault(key)
         self._log(key, fault, auth)
         if self.latency:
