@@ -13,7 +13,6 @@ from gad.teacher import (
     GenerationSettings,
     OpenAIBackend,
     RateLimiter,
-    ResponseStore,
     RetryPolicy,
     collect,
 )
