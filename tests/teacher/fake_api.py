@@ -186,3 +186,24 @@ def _error(status: int, message: str, code: str, headers: dict | None = None) ->
     body = {"error": {"message": message, "type": "error", "param": None, "code": code}}
     return web.Response(status=status, text=json.dumps(body), content_type="application/json",
                         headers=headers)
+
+
+def main() -> None:
+    """``python -m tests.teacher.fake_api --latency 0.2``: serve in the foreground (benchmarks run
+    it in its own process so the server does not share the client's GIL); prints the URL."""
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--fault-rate", type=float, default=0.0)
+    args = p.parse_args()
+    server = FakeChatAPI(latency=args.latency, fault_rate=args.fault_rate).start()
+    print(server.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
