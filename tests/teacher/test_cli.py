@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from tests.teacher.fake_api import ALL_FAULTS
 from tests.teacher.harness import (
     API_KEY,
     REPO,
@@ -68,3 +71,14 @@ def test_registered_and_cheap_to_import():
             "assert 'torch' not in sys.modules and 'openai' not in sys.modules, 'heavy import'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
                    env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.slow
+def test_acceptance_2000_prompts_15pct_faults_one_sigkill(fake_api, tmp_path):
+    """Issue 3 acceptance (also benchmarks/teacher_acceptance.py, which prints the numbers)."""
+    api = fake_api(fault_rate=0.15, latency=0.02, retry_after="0.2")
+    r = kill_and_resume(api, tmp_path, n=2000, kill_after_rows=1000, concurrency=32, resume_in_process=False)
+    assert r.resume_rc == 0 and r.exactly_once and r.repeated_after_resume == 0
+    assert 1000 <= r.killed_at_rows < 2000
+    faults = {h.fault for h in api.hits if h.fault}
+    assert faults == set(ALL_FAULTS)  # every kind really happened
