@@ -22,11 +22,11 @@ from gad.teacher.collect import SettingsChanged, Summary, collect, collect_async
 from gad.teacher.local import LocalBackend
 from gad.teacher.prompts import PromptFormatError, PromptSet, read_prompts
 from gad.teacher.redact import api_key_from_env, register_secret, scrub
-from gad.teacher.store import ResponseStore, StoreError
+from gad.teacher.store import ResponseStore, StoreError, read_rows
 
 __all__ = [
     "ChatRequest", "ChatResponse", "FatalBackendError", "GenerationSettings", "TeacherBackend",
     "SettingsChanged", "Summary", "collect", "collect_async", "PromptFormatError", "PromptSet",
-    "read_prompts", "api_key_from_env", "register_secret", "scrub", "ResponseStore", "StoreError",
+    "read_prompts", "api_key_from_env", "register_secret", "scrub", "ResponseStore", "StoreError", "read_rows",
     "OpenAIBackend", "RetryPolicy", "RateLimiter", "LocalBackend",
 ]

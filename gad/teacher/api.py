@@ -154,8 +154,16 @@ class OpenAIBackend:
             return self._openai.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
 
     async def respond(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """Answer ``requests`` concurrently (at most ``concurrency`` in flight). For resumable work
+        hand the backend to :func:`gad.teacher.collect.collect` instead of calling this directly."""
         self._bind_loop()
-        return list(await asyncio.gather(*(self._complete(r) for r in requests)))
+        tasks = [asyncio.ensure_future(self._complete(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:  # a fatal error (or Ctrl-C) ends the siblings too, not orphans them
+                task.cancel()
+            raise
 
     async def aclose(self) -> None:
         if self._loop is not None:

@@ -183,6 +183,20 @@ class ResponseStore:
         self.close()
 
 
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The complete rows of a store file (a torn last line is skipped, as on resume)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for raw in path.read_bytes().split(b"\n"):
+        if raw.strip():
+            row = _parse(raw)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
 def _parse(raw: bytes) -> dict[str, Any] | None:
     try:
         row = json.loads(raw)

@@ -82,3 +82,13 @@ def test_acceptance_2000_prompts_15pct_faults_one_sigkill(fake_api, tmp_path):
     assert 1000 <= r.killed_at_rows < 2000
     faults = {h.fault for h in api.hits if h.fault}
     assert faults == set(ALL_FAULTS)  # every kind really happened
+
+
+def test_changed_system_prompt_refuses_to_resume(fake_api, tmp_path, capsys):
+    api = fake_api()
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompts(prompts, 3)
+    assert run_cli(teacher_argv(api, prompts, out, "--system", "Be brief.")) == 0
+    assert run_cli(teacher_argv(api, prompts, out, "--system", "Be verbose.")) == 2
+    assert "other generation settings" in capsys.readouterr().err
+    assert len(api.hits) == 3 and sorted(stored_ids(out)) == ["p00000", "p00001", "p00002"]
