@@ -84,7 +84,7 @@ class Summary:
             lines.append(f"{self.failed} failed (e.g. {', '.join(self.failed_ids[:5])}); rerun the same "
                          "command to retry just those")
         if self.stopped:
-            lines.append(f"STOPPED: {self.stopped}; rerun the same command to resume")
+            lines.append(f"STOPPED: {self.stopped}; fix the cause if any, then rerun the same command to resume")
         return scrub("\n".join(lines))
 
 
@@ -130,13 +130,13 @@ async def collect_async(
     """
     t0 = time.monotonic()
     fp = run_fingerprint(backend, fingerprint_extra)
-    s = summary or Summary(out=str(store.path), backend=backend.name, model=backend.settings.model, settings=fp)
-    s.settings = fp
     if store.fingerprints - {fp} and not allow_settings_change:
         raise SettingsChanged(
             f"{store.path} was collected with other generation settings (model, temperature, max tokens, "
             "system prompt, ...). Resume with the same settings, write to a new --out, or pass "
             "--allow-settings-change to mix them knowingly")
+    s = summary or Summary(out=str(store.path), backend=backend.name, model=backend.settings.model, settings=fp)
+    s.settings = fp
     done = store.done_ids
     pending = deque(r for r in requests if r.id not in done)
     s.prompts += len(requests)

@@ -165,7 +165,8 @@ class ResponseStore:
         return self
 
     def append(self, row: dict[str, Any], dropped: bool = False) -> None:
-        if str(row["id"]) in self.done_ids:
+        rid = str(row["id"])
+        if rid in self.main.ids or rid in self.dropped.ids:  # not done_ids: no set union per line
             raise StoreError(f"id {row['id']!r} is already stored (refusing a duplicate)")
         target = self.dropped if dropped else self.main
         if dropped and target._fd is None:

@@ -63,3 +63,22 @@ def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
 def test_ready_model_needs_its_tokenizer(tiny_model):
     with pytest.raises(ValueError, match="tokenizer"):
         LocalBackend(GenerationSettings(model="x"), tiny_model[0])
+
+
+def test_cli_local_backend(tiny_model, tmp_path, monkeypatch):
+    """`gad teacher --backend local --model PATH` loads through gad.models.load_causal_lm."""
+    import sys
+    import types
+
+    from tests.teacher.harness import run_cli, stored_ids, write_prompts
+
+    loaded = []
+    fake = types.ModuleType("gad.models")
+    fake.load_causal_lm = lambda path, dtype=None: loaded.append(path) or tiny_model
+    monkeypatch.setitem(sys.modules, "gad.models", fake)
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompts(prompts, 5)
+    argv = ["--prompts", str(prompts), "--out", str(out), "--backend", "local", "--model", "some/path",
+            "--max-tokens", "4", "--batch-size", "2", "--no-progress"]
+    assert run_cli(argv) == 0
+    assert loaded == ["some/path"] and len(stored_ids(out)) == 5
