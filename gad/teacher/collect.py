@@ -38,7 +38,8 @@ class Summary:
     settings: str
     prompts: int = 0
     duplicates: int = 0
-    already_done: int = 0
+    skipped: int = 0
+    """Prompts already answered in the store by an earlier run; not sent again."""
     to_send: int = 0
     done: int = 0
     """Responses written to the output this run."""
@@ -70,7 +71,7 @@ class Summary:
 
     def format(self) -> str:
         lines = [
-            f"prompts {self.prompts} (duplicates {self.duplicates}), already answered {self.already_done}, "
+            f"prompts {self.prompts} (duplicates {self.duplicates}), skipped (already answered) {self.skipped}, "
             f"sent {self.to_send - self.not_sent}",
             f"done {self.done}, dropped {self.dropped}, failed {self.failed}, retried {self.retried}"
             + (f" {self.retry_reasons}" if self.retry_reasons else ""),
@@ -140,11 +141,12 @@ async def collect_async(
     done = store.done_ids
     pending = deque(r for r in requests if r.id not in done)
     s.prompts += len(requests)
-    s.already_done = len(requests) - len(pending)
+    s.skipped = len(requests) - len(pending)
     s.to_send = len(pending)
     s.repaired_bytes = store.repaired_bytes
     stats = getattr(backend, "stats", None)
     retries_before = getattr(stats, "retries", 0)
+    reasons_before = dict(getattr(stats, "retry_reasons", None) or {})  # a backend may serve many runs
 
     bar = None
     if progress:
@@ -201,7 +203,8 @@ async def collect_async(
         s.stored_total = len(store.main.ids)
         if stats is not None:
             s.retried = stats.retries - retries_before
-            s.retry_reasons = dict(stats.retry_reasons or {})
+            s.retry_reasons = {k: v - reasons_before.get(k, 0) for k, v in (stats.retry_reasons or {}).items()
+                               if v > reasons_before.get(k, 0)}
     return s
 
 

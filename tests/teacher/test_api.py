@@ -116,7 +116,7 @@ def test_failed_requests_are_retried_by_the_next_run(fake_api, tmp_path):
     assert (s.done, s.failed, s.failed_ids) == (2, 1, ["p00001"])
     hits = len(api.hits)
     s = collect(requests(3), backend(api), out)
-    assert (s.already_done, s.done, s.failed) == (2, 1, 0)
+    assert (s.skipped, s.done, s.failed) == (2, 1, 0)
     assert api.keys_since(hits) == ["prompt 1"]
     assert sorted(stored_ids(out)) == ["p00000", "p00001", "p00002"]
 
@@ -130,7 +130,7 @@ def test_drop_truncated_keeps_flagged_out_but_done(fake_api, tmp_path):
     assert sorted(stored_ids(tmp_path / "t.dropped.jsonl")) == ["p00000", "p00001"]
     hits = len(api.hits)
     s = collect(requests(4), backend(api), out, drop_flagged=True)
-    assert s.already_done == 4 and len(api.hits) == hits  # dropped ones are not paid for twice
+    assert s.skipped == 4 and len(api.hits) == hits  # dropped ones are not paid for twice
 
 
 def test_changed_settings_refuse_to_resume(fake_api, tmp_path):

@@ -57,7 +57,7 @@ def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
     assert summary.done == 5 and summary.tokens_out > 0
     # a rerun finds everything answered and generates nothing
     again = collect(reqs, backend, out, progress=False)
-    assert again.already_done == 5 and again.done == 0
+    assert again.skipped == 5 and again.done == 0
 
 
 def test_ready_model_needs_its_tokenizer(tiny_model):
