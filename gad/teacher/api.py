@@ -125,6 +125,7 @@ class OpenAIBackend:
         self._client_args = {"api_key": api_key or "none", "base_url": base_url, "max_retries": 0,
                              "timeout": timeout_s}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._max_tokens_field = "max_tokens"  # what most compatible servers accept
 
     def _bind_loop(self) -> None:
         """The HTTP client, semaphore and limiters belong to one event loop; each ``collect`` call
@@ -180,9 +181,9 @@ class OpenAIBackend:
                 await self.rpm.acquire(1)
             if self.tpm:
                 await self.tpm.acquire(budget)
-            start = time.monotonic()
             try:
                 async with self._limit:
+                    start, sent_field = time.monotonic(), self._max_tokens_field
                     # The client's raw `post` (documented for custom endpoints): its auth, transport,
                     # timeouts and status errors, without typed (de)serialisation, which cost ~40%
                     # of the CPU per request and trips on providers' non-standard fields.
@@ -199,6 +200,10 @@ class OpenAIBackend:
             except Exception as exc:  # noqa: BLE001 - classified right below; unknown ones are fatal
                 reason, retry_after, fatal = self._classify(exc)
                 last_error = scrub(f"{reason}: {_describe(exc)}")
+                if fatal and sent_field == "max_tokens" and self._wants_max_completion_tokens(exc):
+                    # OpenAI's reasoning models reject `max_tokens`; switch once for all requests.
+                    self._max_tokens_field = "max_completion_tokens"
+                    continue
                 if fatal:
                     raise FatalBackendError(f"request {request.id!r} failed with {last_error}") from None
                 if attempt == self.retry.max_retries:
@@ -212,12 +217,16 @@ class OpenAIBackend:
         s = self.settings
         params: dict = {}
         if s.max_tokens is not None:
-            params["max_tokens"] = s.max_tokens
+            params[self._max_tokens_field] = s.max_tokens
         for name in ("temperature", "top_p", "seed"):
             if getattr(s, name) is not None:
                 params[name] = getattr(s, name)
         params.update(s.extra_body)
         return params
+
+    def _wants_max_completion_tokens(self, exc: Exception) -> bool:
+        return (isinstance(exc, self._openai.BadRequestError)
+                and (exc.param == "max_tokens" or "max_completion_tokens" in str(exc)))
 
     def _classify(self, exc: Exception) -> tuple[str, float | None, bool]:
         """(reason, retry_after_s, fatal) for a failed attempt."""

@@ -60,6 +60,9 @@ class FakeChatAPI:
     force_code: str = "forced"
     """The error ``code`` sent with ``force_status`` (OpenAI: "insufficient_quota" for a spent quota)."""
 
+    reject_max_tokens: bool = False
+    """Answer 400 to bodies with ``max_tokens``, as OpenAI's reasoning models do."""
+
     hits: list[Hit] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _attempts: dict[str, int] = field(default_factory=dict)
@@ -140,6 +143,12 @@ class FakeChatAPI:
         if self.force_status is not None:
             self._log(key, str(self.force_status), auth)
             return _error(self.force_status, f"forced status {self.force_status}", self.force_code)
+        if self.reject_max_tokens and "max_tokens" in body:
+            self._log(key, "400", auth)
+            return web.Response(status=400, content_type="application/json", text=json.dumps({"error": {
+                "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                           "Use 'max_completion_tokens' instead.", "type": "invalid_request_error",
+                "param": "max_tokens", "code": "unsupported_parameter"}}))
         fault = self._pick_fault(key)
         self._log(key, fault, auth)
         if self.latency:

@@ -165,3 +165,12 @@ def test_rpm_limit_end_to_end(fake_api, tmp_path):
     t0 = time.monotonic()
     collect(requests(6), b, tmp_path / "t.jsonl")
     assert time.monotonic() - t0 >= 0.25
+
+
+def test_switches_to_max_completion_tokens_when_asked(fake_api, tmp_path):
+    api = fake_api(reject_max_tokens=True)
+    s = collect(requests(5), backend(api, concurrency=1), tmp_path / "t.jsonl")
+    assert s.complete and s.done == 5
+    assert len(api.hits) == 6  # one 400, then every request with max_completion_tokens
+    s = collect(requests(20), backend(fake_api(reject_max_tokens=True), concurrency=8), tmp_path / "u.jsonl")
+    assert s.complete and s.done == 20  # several in flight with the old field all recover
