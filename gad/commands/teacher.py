@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("gad teacher: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except _USER_ERRORS() as exc:
+    except _user_errors() as exc:
         print(f"gad teacher: error: {redact.scrub(str(exc))}", file=sys.stderr)
         return 2
     except Exception:  # noqa: BLE001 - anything else: show it, but never the key
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _USER_ERRORS() -> tuple[type[BaseException], ...]:
+def _user_errors() -> tuple[type[BaseException], ...]:
     from gad.teacher import PromptFormatError, SettingsChanged, StoreError
     from gad.teacher.redact import FatalKeyError
 

@@ -3,11 +3,13 @@
 Cheap to import: openai and torch load only when a backend is built. Typical library use, e.g. by the
 eval judge::
 
-    from gad.teacher import ChatRequest, GenerationSettings, OpenAIBackend, ResponseStore, collect
+    from gad.teacher import (ChatRequest, GenerationSettings, OpenAIBackend, ResponseStore,
+                             api_key_from_env, collect, read_rows)
 
     backend = OpenAIBackend(GenerationSettings(model="gpt-4o-mini", max_tokens=512),
                             api_key=api_key_from_env("OPENAI_API_KEY"), concurrency=32)
     summary = collect(requests, backend, ResponseStore("judge.jsonl", response_field="judgment"))
+    judgments = {row["id"]: row["judgment"] for row in read_rows("judge.jsonl")}
 """
 
 from gad.teacher.api import OpenAIBackend, RateLimiter, RetryPolicy
