@@ -38,7 +38,8 @@ def main() -> None:
           f"{r.requests_before_kill} requests; resumed (exit code {r.resume_rc})")
     print(f"server saw {r.total_requests} requests; faults injected: {dict(sorted(faults.items()))} "
           f"({sum(faults.values()) / r.total_requests:.1%} of requests)")
-    print(f"rows in the teacher set: {len(r.final_ids)}, distinct ids: {len(set(r.final_ids))}")
+    print(f"rows stored (teacher set + empty answers set aside in .dropped.jsonl): {len(r.final_ids)}, "
+          f"distinct ids: {len(set(r.final_ids))}")
     print(f"answered exactly once: {r.exactly_once}")
     print(f"requests repeated after resume for ids finished before the kill: {r.repeated_after_resume}")
     print(f"API key in any written file: {key_leak}")

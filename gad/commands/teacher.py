@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (local backend)")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--drop-truncated", action="store_true",
-                   help="keep empty, length-cut and refused answers out of the teacher set (they go to OUT.dropped.jsonl)")
+                   help="keep length-cut and refused answers out of the teacher set too (empty ones always are); they go to OUT.dropped.jsonl")
     p.add_argument("--allow-settings-change", action="store_true",
                    help="resume into an --out collected with other settings (mixes two teachers)")
     p.add_argument("--dry-run", action="store_true", help="count prompts and estimate input tokens; send nothing")

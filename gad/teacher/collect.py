@@ -44,7 +44,8 @@ class Summary:
     done: int = 0
     """Responses written to the output this run."""
     dropped: int = 0
-    """Flagged responses written to the .dropped.jsonl sidecar instead (--drop-truncated)."""
+    """Responses written to the .dropped.jsonl sidecar instead: empty ones always, truncated and
+    refused ones with ``drop_flagged`` (--drop-truncated). Done all the same: never asked again."""
     failed: int = 0
     """Requests that failed after all retries; not written, asked again by the next run."""
     not_sent: int = 0
@@ -164,7 +165,8 @@ async def collect_async(
         flag = response.flag
         if flag:
             s.flagged[flag] += 1
-        dropped = drop_flagged and flag is not None
+        # An empty answer teaches nothing and the teacher-set reader rejects it: always set aside.
+        dropped = flag == "empty" or (drop_flagged and flag is not None)
         store.append(build_row(request, response, store.response_field, backend, fp), dropped=dropped)
         s.dropped += dropped
         s.done += not dropped

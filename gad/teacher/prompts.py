@@ -3,6 +3,7 @@
 Accepted row shapes (first match wins):
 
 - ``messages``: a chat ending with a user turn (also what a teacher set holds, so one can be re-asked)
+- ``content`` as a list of messages (the GAD paper's data release)
 - ``prompt``: a string (one user turn) or a list of messages
 - ``turns``: Vicuna / MT-Bench; the first turn only (later turns need the teacher's own earlier
   answers, which a one-shot collection does not have)
@@ -124,6 +125,8 @@ def row_to_messages(row: dict[str, Any], where: str) -> list[Message]:
     """The chat a row asks for; see the module docstring for the accepted shapes."""
     if "messages" in row:
         return _check_messages(row["messages"], where, "messages")
+    if isinstance(row.get("content"), list):  # the GAD paper's release: the chat under `content`
+        return _check_messages(row["content"], where, "content")
     if "prompt" in row:
         prompt = row["prompt"]
         if isinstance(prompt, list):

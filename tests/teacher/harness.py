@@ -88,7 +88,7 @@ def kill_and_resume(api: FakeChatAPI, tmp: Path, n: int, kill_after_rows: int,
         if proc.poll() is None:
             proc.kill()
         proc.stderr.close()
-    finished = set(stored_ids(out))
+    finished = set(stored_ids(out)) | set(stored_ids(out.with_name("teacher.dropped.jsonl")))
     mark = len(api.hits)
 
     if resume_in_process:
@@ -96,8 +96,9 @@ def kill_and_resume(api: FakeChatAPI, tmp: Path, n: int, kill_after_rows: int,
     else:
         rc = subprocess.run(subprocess_cmd(argv), env=env(), capture_output=True).returncode
     repeated = sum(key_to_id(k) in finished for k in api.keys_since(mark))
+    final_ids = stored_ids(out) + stored_ids(out.with_name("teacher.dropped.jsonl"))  # empty answers
     return KillResumeResult(n=n, killed_at_rows=len(finished), requests_before_kill=mark,
-                            repeated_after_resume=repeated, final_ids=stored_ids(out),
+                            repeated_after_resume=repeated, final_ids=final_ids,
                             total_requests=len(api.hits), resume_rc=rc,
                             elapsed_s=time.monotonic() - t0)
 

@@ -44,7 +44,8 @@ def test_every_fault_kind_answered_exactly_once(fake_api, tmp_path):
     api = fake_api(script=script)
     out = tmp_path / "t.jsonl"
     summary = collect(requests(30), backend(api), out)
-    got = rows(out)
+    got = rows(out) + rows(tmp_path / "t.dropped.jsonl")  # empty answers are set aside, still done
+    assert [r["meta"]["flag"] for r in rows(tmp_path / "t.dropped.jsonl")] == ["empty"] * summary.dropped
     assert sorted(r["id"] for r in got) == [f"p{i:05d}" for i in range(30)]
     for r in got:
         # each answer landed on its own row (empty/length faults give cut-down versions of it)
@@ -53,12 +54,12 @@ def test_every_fault_kind_answered_exactly_once(fake_api, tmp_path):
     assert by_id[f"p{ALL_FAULTS.index('empty'):05d}"]["meta"]["flag"] == "empty"
     length = by_id[f"p{ALL_FAULTS.index('length'):05d}"]["meta"]
     assert (length["flag"], length["finish_reason"]) == ("truncated", "length")
-    assert summary.complete and summary.done == 30 and summary.retried >= 7
+    assert summary.complete and summary.done + summary.dropped == 30 and summary.retried >= 7
     assert summary.flagged["empty"] >= 1 and summary.flagged["truncated"] >= 1
     assert set(summary.retry_reasons) >= {"HTTP 429", "HTTP 500", "HTTP 503", "timeout",
                                           "connection error", "malformed response"}
     saved = json.loads((tmp_path / "t.summary.json").read_text())
-    assert saved["done"] == 30
+    assert saved["done"] + saved["dropped"] == 30
 
 
 def test_retry_after_is_honoured(fake_api, tmp_path):
@@ -119,6 +120,15 @@ def test_failed_requests_are_retried_by_the_next_run(fake_api, tmp_path):
     assert (s.skipped, s.done, s.failed) == (2, 1, 0)
     assert api.keys_since(hits) == ["prompt 1"]
     assert sorted(stored_ids(out)) == ["p00000", "p00001", "p00002"]
+
+
+def test_empty_answers_are_set_aside_truncated_kept_by_default(fake_api, tmp_path):
+    api = fake_api(script={"prompt 0": ["length"], "prompt 1": ["empty"]})
+    out = tmp_path / "t.jsonl"
+    s = collect(requests(3), backend(api), out)
+    assert (s.done, s.dropped, s.flagged["truncated"], s.flagged["empty"]) == (2, 1, 1, 1)
+    assert sorted(stored_ids(out)) == ["p00000", "p00002"]
+    assert stored_ids(tmp_path / "t.dropped.jsonl") == ["p00001"]
 
 
 def test_drop_truncated_keeps_flagged_out_but_done(fake_api, tmp_path):

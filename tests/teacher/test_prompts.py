@@ -22,11 +22,13 @@ def test_messages_and_prompt_rows(tmp_path):
         {"id": 7, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]},
         {"prompt": "hello"},
         {"prompt": [{"role": "user", "content": "as a list"}]},
+        {"content": [{"role": "user", "content": "the paper's release format"}]},
     ])
     ps = read_prompts(p)
     assert [r.id for r in ps.requests][0] == "7"
     assert ps.requests[1].messages == [{"role": "user", "content": "hello"}]
     assert ps.requests[1].id.startswith("h") and ps.requests[1].id == read_prompts(p).requests[1].id
+    assert ps.requests[3].messages[0]["content"] == "the paper's release format"
 
 
 def test_system_prompt_and_duplicates(tmp_path):
