@@ -16,6 +16,7 @@ import sys
 
 # name -> module. Order is the order shown by `gad --help`.
 COMMANDS: dict[str, str] = {
+    "teacher": "gad.commands.teacher",
     "seqkd": "gad.commands.stages",
     "warmup": "gad.commands.stages",
     "train": "gad.commands.stages",

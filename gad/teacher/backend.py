@@ -1,0 +1,101 @@
+"""The teacher contract: chat requests in, chat responses out, whatever answers them.
+
+A backend is anything with ``respond(requests) -> responses`` (an OpenAI-compatible API, a local
+transformers model, a judge). The collection loop (:mod:`gad.teacher.collect`) owns concurrency,
+the store and resume; a backend only answers what it is handed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What the teacher is asked for. Part of the store's fingerprint: a resumed run must ask the
+    same question, or the teacher set would mix two teachers."""
+
+    model: str
+    max_tokens: int | None = 1024
+    temperature: float | None = None
+    """None leaves the provider's default (some reasoning models reject any other value)."""
+    top_p: float | None = None
+    seed: int | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Provider-specific request fields (e.g. ``{"reasoning_effort": "low"}``), sent as given."""
+
+    def fingerprint(self) -> str:
+        """A short hash of every field, stored with each row so resume can refuse a changed setup."""
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    id: str
+    messages: list[Message]
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Carried into the stored row untouched (e.g. a judge's pair ids)."""
+
+
+@dataclass
+class ChatResponse:
+    id: str
+    content: str | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    refusal: str | None = None
+    attempts: int = 1
+    latency_s: float = 0.0
+    error: str | None = None
+    """Set when the request could not be answered after all retries: it is not stored, so the next
+    run asks again. Already scrubbed of secrets."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def flag(self) -> str | None:
+        """Why this answer is suspect as a training target: empty, truncated or refused."""
+        if self.refusal or self.finish_reason == "content_filter":
+            return "refused"
+        if self.finish_reason == "length":
+            return "truncated"
+        if not (self.content or "").strip():
+            return "empty"
+        return None
+
+
+class FatalBackendError(RuntimeError):
+    """No further request can succeed (bad key, no quota, malformed request, unknown model): the
+    run stops at once, keeping everything answered so far. The message is already scrubbed."""
+
+
+@runtime_checkable
+class TeacherBackend(Protocol):
+    """Contract for anything that answers chat requests.
+
+    ``respond`` returns exactly one :class:`ChatResponse` per request, in order. A request that
+    failed after the backend's own retries comes back with ``error`` set; anything that dooms the
+    whole run raises :class:`FatalBackendError`. The collector keeps up to ``concurrency`` calls in
+    flight, each with up to ``batch_size`` requests (API: many calls of one; local model: one call
+    of a batch).
+    """
+
+    name: str
+    concurrency: int
+    batch_size: int
+    settings: GenerationSettings
+
+    async def respond(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]: ...
+
+    async def aclose(self) -> None: ...

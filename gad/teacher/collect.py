@@ -1,0 +1,242 @@
+"""Send chat requests to a backend, resumably, into a store: the loop behind ``gad teacher``.
+
+Exactly-once comes from three rules: ids already in the store are never sent; each pending id is
+handed to exactly one worker; a response is written (one flushed line) the moment it arrives.
+So a kill at any point loses only the requests in flight, and the next run asks for just those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gad.teacher.backend import ChatRequest, ChatResponse, FatalBackendError, TeacherBackend
+from gad.teacher.redact import scrub
+from gad.teacher.store import ResponseStore, StoreError, sidecar
+
+FLAGS = ("empty", "truncated", "refused")
+
+
+class SettingsChanged(RuntimeError):
+    pass
+
+
+@dataclass
+class Summary:
+    """What a collection run did. Printed at the end and written beside the output as JSON."""
+
+    out: str
+    backend: str
+    model: str
+    settings: str
+    prompts: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    """Prompts already answered in the store by an earlier run; not sent again."""
+    to_send: int = 0
+    done: int = 0
+    """Responses written to the output this run."""
+    dropped: int = 0
+    """Responses written to the .dropped.jsonl sidecar instead: empty ones always, truncated and
+    refused ones with ``drop_flagged`` (--drop-truncated). Done all the same: never asked again."""
+    failed: int = 0
+    """Requests that failed after all retries; not written, asked again by the next run."""
+    not_sent: int = 0
+    """Requests left unsent because the run stopped early."""
+    retried: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+    flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLAGS, 0))
+    tokens_in: int = 0
+    tokens_out: int = 0
+    elapsed_s: float = 0.0
+    requests_per_s: float = 0.0
+    stored_total: int = 0
+    repaired_bytes: int = 0
+    stopped: str | None = None
+    """None when the run finished; else why it stopped (fatal API error, interrupt, store error)."""
+    failed_ids: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None and self.failed == 0
+
+    def to_json(self) -> str:
+        return scrub(json.dumps(asdict(self), indent=2, ensure_ascii=False))
+
+    def format(self) -> str:
+        lines = [
+            f"prompts {self.prompts} (duplicates {self.duplicates}), skipped (already answered) {self.skipped}, "
+            f"sent {self.to_send - self.not_sent}",
+            f"done {self.done}, dropped {self.dropped}, failed {self.failed}, retried {self.retried}"
+            + (f" {self.retry_reasons}" if self.retry_reasons else ""),
+            "flagged: " + ", ".join(f"{k} {v}" for k, v in self.flagged.items()),
+            f"tokens in {self.tokens_in}, out {self.tokens_out}; {self.elapsed_s:.1f}s, "
+            f"{self.requests_per_s:.2f} req/s",
+        ]
+        if self.repaired_bytes:
+            lines.append(f"repaired a torn last line ({self.repaired_bytes} bytes cut; that prompt was re-asked)")
+        if self.failed:
+            lines.append(f"{self.failed} failed (e.g. {', '.join(self.failed_ids[:5])}); rerun the same "
+                         "command to retry just those")
+        if self.stopped:
+            lines.append(f"STOPPED: {self.stopped}; fix the cause if any, then rerun the same command to resume")
+        return scrub("\n".join(lines))
+
+
+def run_fingerprint(backend: TeacherBackend, extra: dict[str, Any] | None = None) -> str:
+    blob = json.dumps({"settings": backend.settings.fingerprint(), **(extra or {})}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_row(request: ChatRequest, response: ChatResponse, response_field: str,
+              backend: TeacherBackend, fingerprint: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "model": response.model or backend.settings.model,
+        "finish_reason": response.finish_reason,
+        "usage": {"prompt_tokens": response.prompt_tokens, "completion_tokens": response.completion_tokens},
+        "flag": response.flag,
+        "backend": backend.name,
+        "settings": fingerprint,
+        "attempts": response.attempts,
+        "latency_s": round(response.latency_s, 3),
+    }
+    if response.refusal:
+        meta["refusal"] = response.refusal
+    return {"id": request.id, "messages": request.messages, response_field: response.content or "",
+            "meta": meta, **request.extra}
+
+
+async def collect_async(
+    requests: Sequence[ChatRequest],
+    backend: TeacherBackend,
+    store: ResponseStore,
+    *,
+    drop_flagged: bool = False,
+    progress: bool = True,
+    fingerprint_extra: dict[str, Any] | None = None,
+    allow_settings_change: bool = False,
+    summary: Summary | None = None,
+) -> Summary:
+    """Answer every request whose id is not in ``store`` yet; see the module docstring.
+
+    ``store`` must be open. ``summary`` may be passed in so a caller still holds the partial counts
+    if the run is cancelled (Ctrl-C). Raises :class:`SettingsChanged` before sending anything when
+    the store was filled with other generation settings.
+    """
+    t0 = time.monotonic()
+    fp = run_fingerprint(backend, fingerprint_extra)
+    if store.fingerprints - {fp} and not allow_settings_change:
+        raise SettingsChanged(
+            f"{store.path} was collected with other generation settings (model, temperature, max tokens, "
+            "system prompt, ...). Resume with the same settings, write to a new --out, or pass "
+            "--allow-settings-change to mix them knowingly")
+    s = summary or Summary(out=str(store.path), backend=backend.name, model=backend.settings.model, settings=fp)
+    s.settings = fp
+    done = store.done_ids
+    pending = deque(r for r in requests if r.id not in done)
+    s.prompts += len(requests)
+    s.skipped = len(requests) - len(pending)
+    s.to_send = len(pending)
+    s.repaired_bytes = store.repaired_bytes
+    stats = getattr(backend, "stats", None)
+    retries_before = getattr(stats, "retries", 0)
+    reasons_before = dict(getattr(stats, "retry_reasons", None) or {})  # a backend may serve many runs
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pending), unit="req", dynamic_ncols=True, smoothing=0.05, desc="teacher")
+    stop = asyncio.Event()
+
+    def record(request: ChatRequest, response: ChatResponse) -> None:
+        if not response.ok:
+            s.failed += 1
+            if len(s.failed_ids) < 50:
+                s.failed_ids.append(request.id)
+            return
+        flag = response.flag
+        if flag:
+            s.flagged[flag] += 1
+        # An empty answer teaches nothing and the teacher-set reader rejects it: always set aside.
+        dropped = flag == "empty" or (drop_flagged and flag is not None)
+        store.append(build_row(request, response, store.response_field, backend, fp), dropped=dropped)
+        s.dropped += dropped
+        s.done += not dropped
+        s.tokens_in += response.prompt_tokens
+        s.tokens_out += response.completion_tokens
+
+    async def worker() -> None:
+        while pending and not stop.is_set():
+            batch = [pending.popleft() for _ in range(min(backend.batch_size, len(pending)))]
+            try:
+                responses = await backend.respond(batch)
+                for request, response in zip(batch, responses, strict=True):
+                    record(request, response)
+            except (FatalBackendError, StoreError) as exc:
+                if not stop.is_set():
+                    s.stopped = scrub(str(exc))
+                stop.set()  # the others finish what they hold, then stop; nothing answered is lost
+            finally:
+                if bar is not None:
+                    bar.update(len(batch))
+                    bar.set_postfix(tok_in=s.tokens_in, tok_out=s.tokens_out, failed=s.failed,
+                                    retries=getattr(stats, "retries", 0) - retries_before, refresh=False)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(backend.concurrency, len(pending))))))
+    except asyncio.CancelledError:
+        s.stopped = s.stopped or "interrupted"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        s.not_sent = len(pending)
+        s.elapsed_s = round(time.monotonic() - t0, 3)
+        sent = s.done + s.dropped
+        s.requests_per_s = round(sent / s.elapsed_s, 3) if s.elapsed_s > 0 else 0.0
+        s.stored_total = len(store.main.ids)
+        if stats is not None:
+            s.retried = stats.retries - retries_before
+            s.retry_reasons = {k: v - reasons_before.get(k, 0) for k, v in (stats.retry_reasons or {}).items()
+                               if v > reasons_before.get(k, 0)}
+    return s
+
+
+def collect(requests: Sequence[ChatRequest], backend: TeacherBackend, store: ResponseStore | str | Path,
+            *, summary_path: str | Path | None = None, **kwargs: Any) -> Summary:
+    """Synchronous entry point: open the store, run :func:`collect_async`, close everything.
+
+    Ctrl-C stops the run cleanly (``summary.stopped == "interrupted"``): what was answered is on
+    disk and the next call resumes. The summary is written to ``summary_path`` (default: beside
+    the store, ``<out>.summary.json``); pass ``summary_path=False`` to skip.
+    """
+    if not isinstance(store, ResponseStore):
+        store = ResponseStore(store)
+    s = Summary(out=str(store.path), backend=backend.name, model=backend.settings.model, settings="")
+
+    async def main() -> Summary:
+        try:
+            return await collect_async(requests, backend, store, summary=s, **kwargs)
+        finally:
+            await backend.aclose()
+
+    store.open()
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        s.stopped = "interrupted"
+    finally:
+        store.close()
+        if summary_path is not False:
+            path = Path(summary_path) if summary_path else sidecar(store.path, ".summary.json")
+            if s.settings:  # the run got as far as starting
+                path.write_text(s.to_json() + "\n", encoding="utf-8")
+    return s

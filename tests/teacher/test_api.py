@@ -1,0 +1,186 @@
+"""The API backend + collector against a real loopback chat-completions server with faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from gad.teacher import (
+    ChatRequest,
+    GenerationSettings,
+    OpenAIBackend,
+    RateLimiter,
+    RetryPolicy,
+    collect,
+)
+from gad.teacher.redact import register_secret
+from tests.teacher.fake_api import ALL_FAULTS
+from tests.teacher.harness import API_KEY, run_cli, stored_ids, teacher_argv, write_prompts
+
+FAST = RetryPolicy(max_retries=6, backoff_base_s=0.02, backoff_max_s=0.2)
+
+
+def backend(api, concurrency=8, timeout_s=0.5, retry=FAST, **kw) -> OpenAIBackend:
+    register_secret(API_KEY)
+    return OpenAIBackend(GenerationSettings(model="fake-teacher", max_tokens=64), api_key=API_KEY,
+                         base_url=api.url, concurrency=concurrency, timeout_s=timeout_s, retry=retry, **kw)
+
+
+def requests(n: int) -> list[ChatRequest]:
+    return [ChatRequest(id=f"p{i:05d}", messages=[{"role": "user", "content": f"prompt {i}"}]) for i in range(n)]
+
+
+def rows(path) -> list[dict]:
+    return [json.loads(line) for line in open(path)]
+
+
+def test_every_fault_kind_answered_exactly_once(fake_api, tmp_path):
+    # Prompt i meets fault i (then a second fault on its next attempt for half of them).
+    script = {f"prompt {i}": [f, ALL_FAULTS[(i + 3) % len(ALL_FAULTS)] if i % 2 else None]
+              for i, f in enumerate(ALL_FAULTS)}
+    api = fake_api(script=script)
+    out = tmp_path / "t.jsonl"
+    summary = collect(requests(30), backend(api), out)
+    got = rows(out) + rows(tmp_path / "t.dropped.jsonl")  # empty answers are set aside, still done
+    assert [r["meta"]["flag"] for r in rows(tmp_path / "t.dropped.jsonl")] == ["empty"] * summary.dropped
+    assert sorted(r["id"] for r in got) == [f"p{i:05d}" for i in range(30)]
+    for r in got:
+        # each answer landed on its own row (empty/length faults give cut-down versions of it)
+        assert f"answer: prompt {int(r['id'][1:])}".startswith(r["teacher_response"])
+    by_id = {r["id"]: r for r in got}
+    assert by_id[f"p{ALL_FAULTS.index('empty'):05d}"]["meta"]["flag"] == "empty"
+    length = by_id[f"p{ALL_FAULTS.index('length'):05d}"]["meta"]
+    assert (length["flag"], length["finish_reason"]) == ("truncated", "length")
+    assert summary.complete and summary.done + summary.dropped == 30 and summary.retried >= 7
+    assert summary.flagged["empty"] >= 1 and summary.flagged["truncated"] >= 1
+    assert set(summary.retry_reasons) >= {"HTTP 429", "HTTP 500", "HTTP 503", "timeout",
+                                          "connection error", "malformed response"}
+    saved = json.loads((tmp_path / "t.summary.json").read_text())
+    assert saved["done"] + saved["dropped"] == 30
+
+
+def test_retry_after_is_honoured(fake_api, tmp_path):
+    api = fake_api(script={"prompt 0": ["429-ra"]}, retry_after="0.6")
+    collect(requests(1), backend(api), tmp_path / "t.jsonl")
+    first, second = api.hits
+    assert second.time - first.time >= 0.55  # jittered backoff alone would be <= 0.02 s
+
+
+@pytest.mark.parametrize("status", [401, 400, 403, 404])
+def test_non_retryable_status_stops_at_once(fake_api, tmp_path, status, capsys):
+    api = fake_api(force_status=status)
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompts(prompts, 200)
+    t0 = time.monotonic()
+    rc = run_cli(teacher_argv(api, prompts, out, "--concurrency", "4"))
+    assert rc == 1 and time.monotonic() - t0 < 5
+    assert len(api.hits) <= 4  # only what was already in flight; no retries, nothing new sent
+    summary = json.loads((tmp_path / "t.summary.json").read_text())
+    assert f"HTTP {status}" in summary["stopped"] and summary["retried"] == 0
+    assert "STOPPED" in capsys.readouterr().err
+
+
+def test_api_key_never_printed_or_written(fake_api, tmp_path, capsys):
+    # The server answers 401 and echoes the key it received, as providers do.
+    api = fake_api(api_key="sk-the-server-wants-another-key")
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompts(prompts, 20)
+    assert run_cli(teacher_argv(api, prompts, out)) == 1
+    assert api.hits[0].authorization == f"Bearer {API_KEY}"  # the key really was sent ...
+    captured = capsys.readouterr()
+    assert "authentication failed" in captured.err
+    assert API_KEY not in captured.out + captured.err  # ... and never shown
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert API_KEY.encode() not in path.read_bytes(), path
+
+
+def test_insufficient_quota_is_fatal(fake_api, tmp_path):
+    api = fake_api(force_status=429)
+    # force_status answers with code "forced": that is an ordinary, retryable 429 ...
+    s = collect(requests(1), backend(api, retry=RetryPolicy(max_retries=2, backoff_base_s=0.01)), tmp_path / "a.jsonl")
+    assert s.failed == 1 and len(api.hits) == 3 and s.stopped is None
+    assert stored_ids(tmp_path / "a.jsonl") == []  # failed requests are not stored; the next run asks again
+    # ... while a spent quota will not come back by retrying: stop at once.
+    api = fake_api(force_status=429, force_code="insufficient_quota")
+    s = collect(requests(5), backend(api, concurrency=1), tmp_path / "b.jsonl")
+    assert "quota" in s.stopped and len(api.hits) == 1 and s.not_sent == 4
+
+
+def test_failed_requests_are_retried_by_the_next_run(fake_api, tmp_path):
+    api = fake_api(script={"prompt 1": ["500", "500", "500"]})
+    out = tmp_path / "t.jsonl"
+    s = collect(requests(3), backend(api, retry=RetryPolicy(max_retries=2, backoff_base_s=0.01)), out)
+    assert (s.done, s.failed, s.failed_ids) == (2, 1, ["p00001"])
+    hits = len(api.hits)
+    s = collect(requests(3), backend(api), out)
+    assert (s.skipped, s.done, s.failed) == (2, 1, 0)
+    assert api.keys_since(hits) == ["prompt 1"]
+    assert sorted(stored_ids(out)) == ["p00000", "p00001", "p00002"]
+
+
+def test_empty_answers_are_set_aside_truncated_kept_by_default(fake_api, tmp_path):
+    api = fake_api(script={"prompt 0": ["length"], "prompt 1": ["empty"]})
+    out = tmp_path / "t.jsonl"
+    s = collect(requests(3), backend(api), out)
+    assert (s.done, s.dropped, s.flagged["truncated"], s.flagged["empty"]) == (2, 1, 1, 1)
+    assert sorted(stored_ids(out)) == ["p00000", "p00002"]
+    assert stored_ids(tmp_path / "t.dropped.jsonl") == ["p00001"]
+
+
+def test_drop_truncated_keeps_flagged_out_but_done(fake_api, tmp_path):
+    api = fake_api(script={"prompt 0": ["length"], "prompt 1": ["empty"]})
+    out = tmp_path / "t.jsonl"
+    s = collect(requests(4), backend(api), out, drop_flagged=True)
+    assert (s.done, s.dropped) == (2, 2)
+    assert sorted(stored_ids(out)) == ["p00002", "p00003"]
+    assert sorted(stored_ids(tmp_path / "t.dropped.jsonl")) == ["p00000", "p00001"]
+    hits = len(api.hits)
+    s = collect(requests(4), backend(api), out, drop_flagged=True)
+    assert s.skipped == 4 and len(api.hits) == hits  # dropped ones are not paid for twice
+
+
+def test_changed_settings_refuse_to_resume(fake_api, tmp_path):
+    from gad.teacher import SettingsChanged
+
+    api = fake_api()
+    out = tmp_path / "t.jsonl"
+    collect(requests(2), backend(api), out)
+    other = OpenAIBackend(GenerationSettings(model="another-teacher"), api_key=API_KEY, base_url=api.url)
+    with pytest.raises(SettingsChanged):
+        collect(requests(3), other, out)
+    s = collect(requests(3), other, out, allow_settings_change=True)
+    assert s.done == 1
+
+
+def test_rate_limiter_paces_requests():
+    async def go() -> float:
+        limiter = RateLimiter(per_minute=600)  # 10/s, bucket of 600: drain it first
+        limiter.level = 0.0
+        t0 = time.monotonic()
+        for _ in range(4):
+            await limiter.acquire(1)
+        return time.monotonic() - t0
+
+    assert 0.3 <= asyncio.run(go()) < 1.0
+
+
+def test_rpm_limit_end_to_end(fake_api, tmp_path):
+    api = fake_api()
+    b = backend(api, rpm=1200)  # 20/s
+    b.rpm.level = 0.0
+    t0 = time.monotonic()
+    collect(requests(6), b, tmp_path / "t.jsonl")
+    assert time.monotonic() - t0 >= 0.25
+
+
+def test_switches_to_max_completion_tokens_when_asked(fake_api, tmp_path):
+    api = fake_api(reject_max_tokens=True)
+    s = collect(requests(5), backend(api, concurrency=1), tmp_path / "t.jsonl")
+    assert s.complete and s.done == 5
+    assert len(api.hits) == 6  # one 400, then every request with max_completion_tokens
+    s = collect(requests(20), backend(fake_api(reject_max_tokens=True), concurrency=8), tmp_path / "u.jsonl")
+    assert s.complete and s.done == 20  # several in flight with the old field all recover

@@ -1,0 +1,84 @@
+"""The local-model backend on a tiny random Llama and a tokenizer made in the test (no downloads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from gad.teacher import ChatRequest, GenerationSettings, LocalBackend, collect  # noqa: E402
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s>{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    corpus = ["hello how are you", "tell me a story about a cat", "what is two plus two", "the cat sat"]
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(
+        special_tokens=["<unk>", "<pad>", "</s>", "<user>", "<assistant>", "<system>"]))
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    return transformers.LlamaForCausalLM(config), tokenizer
+
+
+def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
+    model, tokenizer = tiny_model
+    settings = GenerationSettings(model="tiny-llama", max_tokens=6)
+    backend = LocalBackend(settings, model, tokenizer, batch_size=3, device="cpu")
+    reqs = [ChatRequest(id=f"p{i}", messages=[{"role": "user", "content": text}])
+            for i, text in enumerate(["hello how are you", "tell me a story", "what is two plus two",
+                                      "the cat sat", "hello"])]
+    out = tmp_path / "t.jsonl"
+    summary = collect(reqs, backend, out, progress=False)
+    rows = [json.loads(line) for line in open(out)]
+    assert sorted(r["id"] for r in rows) == [f"p{i}" for i in range(5)]
+    for r in rows:
+        assert set(r) == {"id", "messages", "teacher_response", "meta"}
+        meta = r["meta"]
+        assert meta["backend"] == "local" and meta["model"] == "tiny-llama"
+        assert meta["finish_reason"] in ("stop", "length")
+        assert 0 < meta["usage"]["completion_tokens"] <= 6 or meta["finish_reason"] == "stop"
+    assert summary.done == 5 and summary.tokens_out > 0
+    # a rerun finds everything answered and generates nothing
+    again = collect(reqs, backend, out, progress=False)
+    assert again.skipped == 5 and again.done == 0
+
+
+def test_ready_model_needs_its_tokenizer(tiny_model):
+    with pytest.raises(ValueError, match="tokenizer"):
+        LocalBackend(GenerationSettings(model="x"), tiny_model[0])
+
+
+def test_cli_local_backend(tiny_model, tmp_path, monkeypatch):
+    """`gad teacher --backend local --model PATH` loads through gad.models.load_causal_lm."""
+    import sys
+    import types
+
+    from tests.teacher.harness import run_cli, stored_ids, write_prompts
+
+    loaded = []
+    fake = types.ModuleType("gad.models")
+    fake.load_causal_lm = lambda path, dtype=None: loaded.append(path) or tiny_model
+    monkeypatch.setitem(sys.modules, "gad.models", fake)
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompts(prompts, 5)
+    argv = ["--prompts", str(prompts), "--out", str(out), "--backend", "local", "--model", "some/path",
+            "--max-tokens", "4", "--batch-size", "2", "--no-progress"]
+    assert run_cli(argv) == 0
+    assert loaded == ["some/path"] and len(stored_ids(out)) == 5
