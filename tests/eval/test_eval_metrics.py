@@ -11,7 +11,15 @@ from gad.eval import metrics as M
 
 
 def test_default_tokenize_lowercases_and_drops_punctuation():
-    assert M.default_tokenize("Hello, World! It's 2 o'clock.") == ["hello", "world", "it", "s", "2", "o", "clock"]
+    assert M.default_tokenize("Hello, World! It's 2 o'clock.") == [
+        "hello",
+        "world",
+        "it",
+        "s",
+        "2",
+        "o",
+        "clock",
+    ]
 
 
 def test_ngrams_counts():
