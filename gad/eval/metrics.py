@@ -251,9 +251,20 @@ def binomial_two_sided_p(successes: int, n: int, p: float = 0.5) -> float:
     the observed one (the rule scipy's ``binomtest`` uses)."""
     if n == 0:
         return 1.0
-    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
-    observed = pmf[successes] * (1 + 1e-7)
-    return min(1.0, sum(q for q in pmf if q <= observed))
+    if p in (0.0, 1.0):
+        return 1.0 if successes == round(p * n) else 0.0
+
+    def log_pmf(k: int) -> float:  # in logs: C(1610, 805) / 2**1610 overflows a float
+        return (
+            math.lgamma(n + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(n - k + 1)
+            + k * math.log(p)
+            + (n - k) * math.log1p(-p)
+        )
+
+    observed = log_pmf(successes) + 1e-7  # relative tolerance, as scipy uses
+    return min(1.0, sum(math.exp(q) for q in map(log_pmf, range(n + 1)) if q <= observed))
 
 
 # ---------------------------------------------------------------------------------------------------

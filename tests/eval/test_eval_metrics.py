@@ -132,6 +132,12 @@ def test_binomial_two_sided_p():
     assert M.binomial_two_sided_p(8, 10) == pytest.approx(112 / 1024)
     assert M.binomial_two_sided_p(5, 10) == pytest.approx(1.0)
     assert M.binomial_two_sided_p(0, 0) == 1.0
+    # large n (1,610 responses) must not overflow; scipy's exact test agrees
+    from scipy.stats import binomtest
+
+    for k, n in ((805, 1610), (880, 1610), (3, 20)):
+        assert M.binomial_two_sided_p(k, n) == pytest.approx(binomtest(k, n).pvalue, rel=1e-6)
+    assert M.binomial_two_sided_p(2, 10, p=0.3) == pytest.approx(binomtest(2, 10, 0.3).pvalue, rel=1e-6)
 
 
 def test_judge_aggregation_by_hand():
