@@ -12,6 +12,7 @@ returns a JSON-ready dict. The results of several models and sets are a nested d
                                      "ngram_f1": {"1": 0.41, ..., "6": 0.05},
                                      "rouge_l": {"value", "low", "high", "n"},
                                      "length": {"n", "mean", "median", "p90", "max", "min"},
+                                     "length_unit": "words",
                                      "reference_length": {...},
                                      "distinguishability": {"accuracy", "low", "high", "p_value", "n", "folds"},
                                      "judge": {"score", "low", "high", "n_scored", "n_failed", "per_item"},
@@ -48,6 +49,7 @@ def evaluate_responses(
     judge_pairs: Sequence[tuple[float, float] | None] | None = None,
     overlap_tokenize: M.Tokenize = M.default_tokenize,
     length_tokenize: M.Tokenize = M.whitespace_tokenize,
+    length_unit: str = "words",
     distinguish: bool = True,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -62,6 +64,7 @@ def evaluate_responses(
         overlap_tokenize: tokens for n-gram F1 and ROUGE-L.
         length_tokenize: tokens for lengths (pass the student tokenizer's ``tokenize`` for the
             paper's token counts; whitespace words by default).
+        length_unit: what ``length_tokenize`` counts, for tables and plots (e.g. ``"tokens"``).
         distinguish: run the two-sample test (needs at least 2 references).
         seed: for the bootstrap and the cross-validation folds.
     """
@@ -84,6 +87,7 @@ def evaluate_responses(
         "ngram_f1": None,
         "rouge_l": None,
         "length": M.summarize_lengths(lengths),
+        "length_unit": length_unit,
         "reference_length": None,
         "distinguishability": None,
         "judge": None,
@@ -156,7 +160,8 @@ def _judge_cell(j: dict | None) -> str:
 def set_table(results: Results, set_name: str) -> str:
     """A markdown table for one set: one row per model, plus the reference's lengths."""
     head = ["model", "judge", "ROUGE-L"] + [f"F1@{n}" for n in NGRAM_NS]
-    head += ["len mean", "len median", "len p90", "distinguish acc"]
+    unit = next((p[set_name].get("length_unit") for p in results.values() if set_name in p), None) or "tokens"
+    head += [f"len mean ({unit})", "len median", "len p90", "distinguish acc"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     reference_length = None
     for model, per_set in results.items():
@@ -214,14 +219,14 @@ def _slug(name: str) -> str:
 def plot_lengths(results: Results, set_name: str, path: Path) -> Path | None:
     """Overlaid histograms of response lengths for each model and the reference."""
     series: dict[str, list[int]] = {}
-    for model, per_set in results.items():
-        m = per_set.get(set_name)
-        if m is None:
-            continue
-        series[model] = m["per_item"]["length"]
-        ref = m["per_item"].get("reference_length")
-        if ref and "reference" not in series:
+    for per_set in results.values():
+        ref = per_set.get(set_name, {}).get("per_item", {}).get("reference_length")
+        if ref:
             series["reference"] = [x for x in ref if x is not None]
+            break
+    for model, per_set in results.items():
+        if set_name in per_set:
+            series[model] = per_set[set_name]["per_item"]["length"]
     if not series:
         return None
     import matplotlib
@@ -233,8 +238,12 @@ def plot_lengths(results: Results, set_name: str, path: Path) -> Path | None:
     top = max(max(v, default=0) for v in series.values())
     bins = list(range(0, top + max(1, top // 30) + 1, max(1, top // 30)))
     for label, values in series.items():
-        ax.hist(values, bins=bins, alpha=0.45, label=label, histtype="stepfilled")
-    ax.set_xlabel("response length (tokens)")
+        if label == "reference":  # the background the models are compared against
+            ax.hist(values, bins=bins, color="0.8", label=label, histtype="stepfilled")
+        else:
+            ax.hist(values, bins=bins, label=label, histtype="step", linewidth=1.8)
+    unit = next((p[set_name].get("length_unit") for p in results.values() if set_name in p), None) or "tokens"
+    ax.set_xlabel(f"response length ({unit})")
     ax.set_ylabel("responses")
     ax.set_title(f"{set_name}: response lengths")
     ax.legend()
