@@ -301,6 +301,21 @@ def judge_ratio(s_student: float, s_ref: float) -> float | None:
     return 100.0 * s_student / total
 
 
+def combine_orders(orders: Sequence[tuple[float, float] | None]) -> tuple[float, float] | None:
+    """One prompt's ``(s_student, s_ref)`` from the judge's passes in different presentation orders.
+
+    Each entry is that pass's ``(s_student, s_ref)`` (already mapped back from positions to answers),
+    or ``None`` where the pass failed. Scores are averaged over the passes, which cancels the judge's
+    position bias; if any pass failed the prompt fails (``None``), since a one-sided score keeps the
+    bias.
+
+    Example: ``[(8, 6), (6, 6)]`` (student shown first, then second) → ``(7.0, 6.0)``.
+    """
+    if not orders or any(o is None for o in orders):
+        return None
+    return (sum(o[0] for o in orders) / len(orders), sum(o[1] for o in orders) / len(orders))
+
+
 def aggregate_judge_scores(
     pairs: Sequence[tuple[float, float] | None],
     *,

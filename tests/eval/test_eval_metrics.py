@@ -151,3 +151,9 @@ def test_judge_aggregation_by_hand():
     assert M.judge_ratio(float("nan"), 1) is None
     empty = M.aggregate_judge_scores([None])
     assert math.isnan(empty.score) and empty.n_failed == 1
+
+
+def test_combine_orders():
+    assert M.combine_orders([(8, 6), (6, 6)]) == (7.0, 6.0)
+    assert M.combine_orders([(8, 6), None]) is None
+    assert M.combine_orders([]) is None

@@ -110,3 +110,33 @@ def test_generations_cache_roundtrip(tmp_path):
         read_generations(tmp_path / "bad.jsonl")
     with pytest.raises(FileNotFoundError):
         read_generations(tmp_path / "none")
+
+
+def test_pending_and_evaluate_generations(tmp_path):
+    from gad.eval.evaluate import evaluate_generations, pending_items
+    from gad.eval.sets import load_eval_set
+
+    rows = [
+        {
+            "id": str(i),
+            "messages": [{"role": "user", "content": f"q{i}"}],
+            "teacher_response": f"answer {i} ok",
+        }
+        for i in range(4)
+    ]
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    eval_set = load_eval_set(tmp_path / "toy.jsonl")
+    gens = [Generation("toy", str(i), rows[i]["messages"], f"answer {i}") for i in range(3)]
+    gens.append(Generation("toy", "3", [{"role": "user", "content": "old prompt"}], "x"))
+    append_generations(tmp_path / "m", gens)
+    cache = read_generations(tmp_path / "m")
+    assert [it.id for it in pending_items(eval_set, cache)] == ["3"]
+    with pytest.raises(ValueError, match="1 generated for a different prompt \\(first: 3\\)"):
+        evaluate_generations(eval_set, cache)
+    append_generations(tmp_path / "m", [Generation("toy", "3", rows[3]["messages"], "answer 3 ok")])
+    cache = read_generations(tmp_path / "m")
+    assert pending_items(eval_set, cache) == []
+    m = evaluate_generations(eval_set, cache, distinguish=False)
+    # items 0-2: "answer i" vs "answer i ok": unigram P = 1, R = 2/3 → F1 = 0.8; item 3 identical → 1
+    assert m["ngram_f1"]["1"] == pytest.approx((3 * 0.8 + 1) / 4)
+    assert m["per_item"]["id"] == ["0", "1", "2", "3"]
