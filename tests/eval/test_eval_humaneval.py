@@ -114,3 +114,5 @@ def test_commands(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["win"]["count"] == 1 and printed["a"] == "x"
     assert build_page(dir_a, dir_b, tmp_path / "sub" / "p.html").is_file()
+    assert humaneval_score.run(parser.parse_args([str(tmp_path / "missing.json")])) == 2
+    assert "humaneval-score: error:" in capsys.readouterr().err
