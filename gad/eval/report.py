@@ -19,7 +19,7 @@ returns a JSON-ready dict. The results of several models and sets are a nested d
                                      "per_item": {"id": [...], "length": [...], "reference_length": [...],
                                                   "rouge_l": [...]}}}}}
 
-Keys whose metric could not be computed (no references, no judge) are ``null``.
+Keys whose metric could not be computed (no references, no judge) are ``null``, and so is NaN.
 """
 
 from __future__ import annotations
@@ -120,9 +120,20 @@ def write_results(results: Results, out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
-    payload = {"format": RESULTS_FORMAT, "version": 1, "models": results}
-    path.write_text(json.dumps(payload, indent=1, allow_nan=True) + "\n", encoding="utf-8")
+    payload = {"format": RESULTS_FORMAT, "version": 1, "models": _nan_to_none(results)}
+    path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return path
+
+
+def _nan_to_none(x: Any) -> Any:
+    """NaN (e.g. a judge score with nothing scored) becomes null: strict JSON for other tools."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nan_to_none(v) for v in x]
+    return x
 
 
 def read_results(path: str | os.PathLike) -> Results:
@@ -145,7 +156,7 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
 
 
 def _interval(d: dict | None, key: str, fmt: str) -> str:
-    if not d or d.get(key) is None or math.isnan(d[key]):
+    if not d or d.get(key) is None or math.isnan(d[key]) or d.get("low") is None:
         return "–"
     return f"{fmt.format(d[key])} [{fmt.format(d['low'])}, {fmt.format(d['high'])}]"
 

@@ -74,13 +74,19 @@ def test_evaluate_responses_and_report(tmp_path):
     nr = results["student"]["no-refs"]
     assert nr["ngram_f1"] is None and nr["distinguishability"] is None and nr["length"]["max"] == 3
 
+    results["student"]["all-failed"] = evaluate_responses(
+        ["p", "q"], ["a", "b"], ["a", "c"], judge_pairs=[None, None]
+    )
     path = write_results(results, tmp_path)
-    assert read_results(path) == json.loads(json.dumps(results))
+    back = read_results(path)
+    assert back["student"]["toy"] == json.loads(json.dumps(results["student"]["toy"]))
+    assert back["student"]["all-failed"]["judge"]["score"] is None  # NaN is written as null
     report = write_report(results, tmp_path)
     text = report.read_text()
     assert "## Comparison" in text and "## toy (12 prompts)" in text and "## no-refs (3 prompts)" in text
     assert "| student | 40.0 [40.0, 40.0] (1 failed) |" in text
     assert "*reference*" in text
+    assert "| student | – (2 failed) |" in text
     for png in ("toy-lengths.png", "toy-ngram-f1.png", "no-refs-lengths.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in text

@@ -167,3 +167,13 @@ def test_detect_format():
     assert detect_format({"id": 1, "messages": [], "teacher_response": ""}) == "teacher"
     assert detect_format({"instruction": "", "output": ""}) == "alpaca"
     assert detect_format({"text": ""}) is None
+
+
+def test_teacher_set_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": "p1", "messages": [{"role": "user", "content": "Hi?"}], "teacher_response": "Hello."}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "teacher.parquet")
+    s = load_eval_set(tmp_path / "teacher.parquet")
+    assert s.format == "teacher" and s.items[0].reference == "Hello." and s.name == "teacher"
