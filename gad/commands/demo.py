@@ -1,0 +1,1 @@
+"""``gad demo``: placeholder replaced below."""

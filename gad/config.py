@@ -1,0 +1,393 @@
+"""Configuration: one dataclass per concern, read from YAML plus ``section.key=value`` overrides.
+
+Every option is documented once, here, in the docstring of its field's class. The whole config is
+validated before any model is loaded: an unknown or misspelt key, a wrong type or an impossible
+value stops the run with a message naming the key (and, for a typo, the nearest valid one).
+Defaults are the paper's settings (Ye et al. 2025, arXiv 2511.10643, Sec. 4 / App. A).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+STAGES = ("seqkd", "warmup", "train", "offpolicy")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run. Raised before anything expensive happens."""
+
+
+@dataclass
+class DataConfig:
+    """The teacher set and its length limits.
+
+    train_file: JSONL or parquet teacher set (``id``, ``messages``, ``teacher_response``; see gad.data).
+    max_prompt_length: prompts longer than this (tokens, chat template applied) are dropped and counted.
+    max_response_length: teacher responses longer than this are truncated and counted.
+    skip_bad_rows: count and skip malformed rows instead of stopping at the first one.
+    """
+
+    train_file: str = ""
+    max_prompt_length: int = 2048
+    max_response_length: int = 1536
+    skip_bad_rows: bool = False
+
+
+@dataclass
+class GeneratorConfig:
+    """The student policy G.
+
+    model: hub id, local HF folder, a ``.gguf`` file, or ``smollm2-135m-instruct`` (the embedded default).
+    lr: AdamW learning rate (paper: 1e-6).
+    weight_decay: AdamW weight decay.
+    grad_clip: max global gradient norm (paper: 0.2).
+    lr_warmup_steps: linear learning-rate warm-up, then constant.
+    """
+
+    model: str = DEFAULT_MODEL
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    grad_clip: float = 0.2
+    lr_warmup_steps: int = 0
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The discriminator D: a backbone plus a scalar head, scoring ``[prompt, response]`` at its last token.
+
+    model: backbone to start from; empty = the generator's initial model (the paper's default;
+        Table 5 varies it).
+    init: a ``discriminator.safetensors`` to load (e.g. from a warmup checkpoint); empty = fresh head.
+    loss: ``bt`` (Bradley-Terry, the paper's Eq. 3) or ``bce`` (teacher=1/student=0, Table 4).
+    update: train D during the stage. ``false`` freezes it (``gad offpolicy`` sets it for its GRPO phase).
+    lr, weight_decay, grad_clip, lr_warmup_steps: as for the generator (paper: lr 1e-6, clip 0.2).
+    """
+
+    model: str = ""
+    init: str = ""
+    loss: str = "bt"
+    update: bool = True
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    grad_clip: float = 0.2
+    lr_warmup_steps: int = 0
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling the student's responses.
+
+    n: samples per prompt, the GRPO group size (paper: 8).
+    temperature: sampling temperature (paper: 0.8).
+    top_p: nucleus sampling (1.0 = off).
+    max_new_tokens: response budget in tokens; 0 = ``data.max_response_length`` (paper: 1536).
+    """
+
+    n: int = 8
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 0
+
+
+@dataclass
+class AlgorithmConfig:
+    """The GAD objective.
+
+    clip_ratio: PPO clip ε (0.2).
+    kl_coef: weight of the k3 KL-to-reference loss term (paper: 0.001); 0 disables it and skips
+        loading the reference model.
+    scale_adv_by_std: GRPO's ``(r - mean) / std``; false gives ``r - mean`` (Dr. GRPO).
+    ppo_epochs: passes over each rollout batch. 1 = strictly on-policy (ratio is 1 at the first pass).
+    mini_batch_size: prompts per optimizer step within a rollout batch; 0 = the whole batch.
+    disc_only_steps: ``gad warmup`` trains only D for its first steps (paper: 10).
+    disc_pretrain_steps: ``gad offpolicy`` trains D on the frozen student's samples for this many
+        steps before freezing it; 0 = one epoch of the teacher set.
+    """
+
+    clip_ratio: float = 0.2
+    kl_coef: float = 0.001
+    scale_adv_by_std: bool = True
+    ppo_epochs: int = 1
+    mini_batch_size: int = 0
+    disc_only_steps: int = 10
+    disc_pretrain_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The loop: sizes, length, checkpoints, logging.
+
+    output_dir: the run folder (config.yaml, metrics.jsonl, tensorboard/, checkpoints/).
+    init_from: a checkpoint folder (or a run folder: its newest checkpoint) whose generator and
+        discriminator start this stage, e.g. ``gad train`` from ``gad warmup``'s output.
+    batch_size: prompts per step (paper: 256).
+    micro_batch_size: sequences per forward/backward pass (memory knob; results do not change).
+    epochs: passes over the teacher set (paper: 1 for warmup); ignored when ``max_steps`` > 0.
+    max_steps: stop after this many steps (0 = use ``epochs``).
+    save_every: checkpoint every this many steps (and always at the end).
+    keep_last: how many checkpoints to keep.
+    seed: seeds data order, sampling and initialisation.
+    mixed_precision: ``no`` or ``bf16`` (autocast; master weights stay fp32, as lr 1e-6 updates
+        vanish in bf16).
+    max_bad_steps: stop after this many consecutive steps whose loss or gradient was NaN/inf.
+    tensorboard: also log to ``output_dir/tensorboard``.
+    """
+
+    output_dir: str = "runs/gad"
+    init_from: str = ""
+    batch_size: int = 256
+    micro_batch_size: int = 8
+    epochs: float = 1.0
+    max_steps: int = 0
+    save_every: int = 50
+    keep_last: int = 2
+    seed: int = 0
+    mixed_precision: str = "no"
+    max_bad_steps: int = 3
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    """Everything one stage needs. ``stage`` is set by the subcommand."""
+
+    stage: str = "train"
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # Derived values, computed once after validation.
+    @property
+    def max_new_tokens(self) -> int:
+        return self.rollout.max_new_tokens or self.data.max_response_length
+
+    @property
+    def mini_batch_size(self) -> int:
+        return self.algorithm.mini_batch_size or self.train.batch_size
+
+    def validate(self, check_files: bool = True) -> Config:
+        """Check invariants across fields; every message says what to set instead."""
+        t, r, a = self.train, self.rollout, self.algorithm
+        errors: list[str] = []
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                errors.append(msg)
+
+        need(self.stage in STAGES, f"stage: must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        need(bool(self.data.train_file), "data.train_file: required (a JSONL or parquet teacher set)")
+        if check_files and self.data.train_file:
+            need(Path(self.data.train_file).exists(), f"data.train_file: no such file: {self.data.train_file}")
+        if check_files and t.init_from:
+            need(Path(t.init_from).exists(), f"train.init_from: no such folder: {t.init_from}")
+        if check_files and self.discriminator.init:
+            need(Path(self.discriminator.init).exists(), f"discriminator.init: no such file: {self.discriminator.init}")
+        for name, value in [
+            ("data.max_prompt_length", self.data.max_prompt_length),
+            ("data.max_response_length", self.data.max_response_length),
+            ("rollout.n", r.n),
+            ("train.batch_size", t.batch_size),
+            ("train.micro_batch_size", t.micro_batch_size),
+            ("train.save_every", t.save_every),
+            ("train.keep_last", t.keep_last),
+            ("train.max_bad_steps", t.max_bad_steps),
+            ("algorithm.ppo_epochs", a.ppo_epochs),
+        ]:
+            need(value >= 1, f"{name}: must be >= 1, got {value}")
+        for name, value in [
+            ("generator.lr", self.generator.lr),
+            ("discriminator.lr", self.discriminator.lr),
+            ("generator.grad_clip", self.generator.grad_clip),
+            ("discriminator.grad_clip", self.discriminator.grad_clip),
+            ("rollout.temperature", r.temperature),
+            ("algorithm.clip_ratio", a.clip_ratio),
+        ]:
+            need(value > 0, f"{name}: must be > 0, got {value}")
+        need(0 < r.top_p <= 1, f"rollout.top_p: must be in (0, 1], got {r.top_p}")
+        need(a.kl_coef >= 0, f"algorithm.kl_coef: must be >= 0 (0 disables the KL term), got {a.kl_coef}")
+        need(r.max_new_tokens >= 0, f"rollout.max_new_tokens: must be >= 0, got {r.max_new_tokens}")
+        need(t.max_steps >= 0, f"train.max_steps: must be >= 0, got {t.max_steps}")
+        need(t.max_steps > 0 or t.epochs > 0, "train.epochs: must be > 0 when train.max_steps is 0")
+        need(self.discriminator.loss in ("bt", "bce"), f"discriminator.loss: must be 'bt' or 'bce', got {self.discriminator.loss!r}")
+        need(t.mixed_precision in ("no", "bf16"), f"train.mixed_precision: must be 'no' or 'bf16', got {t.mixed_precision!r}")
+        if self.stage in ("warmup", "train", "offpolicy"):
+            need(r.n >= 2, f"rollout.n: group advantages and D's pairs need at least 2 samples per prompt, got {r.n}")
+        if a.mini_batch_size:
+            need(
+                t.batch_size % a.mini_batch_size == 0,
+                f"algorithm.mini_batch_size: {a.mini_batch_size} does not divide train.batch_size "
+                f"{t.batch_size} into whole groups of prompts; set a divisor of {t.batch_size}",
+            )
+        if self.stage in ("train", "offpolicy") and a.mini_batch_size and t.batch_size % a.mini_batch_size == 0:
+            seqs = self.mini_batch_size * r.n
+            need(
+                seqs % t.micro_batch_size == 0,
+                f"train.micro_batch_size: {t.micro_batch_size} does not divide a mini-batch of "
+                f"{self.mini_batch_size} prompts x {r.n} samples = {seqs} sequences; set a divisor of {seqs}",
+            )
+        if errors:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+        return self
+
+
+SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "stage"}
+
+
+def _section_keys(section: str) -> list[str]:
+    cls = typing.get_type_hints(Config)[section]
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def all_keys() -> list[str]:
+    """Every valid dotted key, e.g. ``rollout.n``."""
+    return ["stage"] + [f"{s}.{k}" for s in SECTIONS for k in _section_keys(s)]
+
+
+def _unknown(key: str, where: str) -> ConfigError:
+    near = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
+    # Also try the bare key against every section's keys, for `batch_size` without its section.
+    if not near:
+        bare = difflib.get_close_matches(key.split(".")[-1], [k.split(".")[-1] for k in all_keys()], n=1)
+        near = [k for k in all_keys() if bare and k.endswith("." + bare[0])][:1]
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def _coerce(key: str, value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against the field's type; ints are accepted for floats."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        options = typing.get_args(annotation)
+    else:
+        options = (annotation,)
+    for opt in options:
+        if opt is type(None) and value is None:
+            return None
+        if opt is bool and isinstance(value, bool):
+            return value
+        if opt is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if opt is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if opt is float and isinstance(value, str):  # YAML 1.1 reads `1e-6` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if opt is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value) if not isinstance(value, str) else value
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    return_type = type(value).__name__
+    raise ConfigError(f"{where}: '{key}' must be {names}, got {return_type} {value!r}")
+
+
+def from_dict(raw: dict[str, Any], stage: str | None = None, where: str = "config") -> Config:
+    """Build a Config from nested dicts, checking every key and type."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of sections, got {type(raw).__name__}")
+    cfg = Config()
+    for section, values in raw.items():
+        if section == "stage":
+            cfg.stage = _coerce("stage", values, str, where)
+            continue
+        if section not in SECTIONS:
+            raise _unknown(str(section), where)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section '{section}' must be a mapping of keys, got {values!r}")
+        sub = getattr(cfg, section)
+        hints = typing.get_type_hints(type(sub))
+        for key, value in values.items():
+            if key not in hints:
+                raise _unknown(f"{section}.{key}", where)
+            setattr(sub, key, _coerce(f"{section}.{key}", value, hints[key], where))
+    if stage is not None:
+        cfg.stage = stage
+    return cfg
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["rollout.n=4", "train.output_dir=runs/x"]`` → nested dict; values parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected section.key=value")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        value = yaml.safe_load(text) if text.strip() else ""
+        if key == "stage":
+            nested["stage"] = value
+            continue
+        if key.count(".") != 1:
+            raise _unknown(key, "command line")
+        section, sub = key.split(".")
+        nested.setdefault(section, {})[sub] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k].update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    stage: str | None = None,
+    check_files: bool = True,
+) -> Config:
+    """Read a YAML config, apply overrides, validate. The one way configs are made."""
+    raw: dict[str, Any] = {}
+    where = "command line"
+    if path:
+        where = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        # Check the file's own keys with the file named in the message.
+        from_dict(raw, stage, where)
+    cli = parse_overrides(overrides or [])
+    from_dict(cli, stage, "command line")
+    return from_dict(_merge(raw, cli), stage, where).validate(check_files)
+
+
+SECRET_WORDS = ("key", "token", "secret", "password")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain data, with anything that looks like a secret removed."""
+    data = dataclasses.asdict(cfg)
+
+    def scrub(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: (scrub(v) if isinstance(v, dict) else ("<redacted>" if any(w in k.lower() for w in SECRET_WORDS) and v else v))
+            for k, v in d.items()
+        }
+
+    return scrub(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

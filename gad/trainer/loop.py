@@ -1,0 +1,198 @@
+"""The loop every stage shares: data → step → guard → log → checkpoint, resumable and interruptible."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gad.config import Config, save_config
+from gad.data import batch_indices, encode_teacher_set, read_teacher_set
+from gad.models import resolve_model
+from gad.trainer import checkpoint as ckpt
+from gad.trainer.roles import build_roles
+from gad.trainer.steps import PromptBatch, gad_step, seqkd_step, warmup_step
+from gad.trainer.timing import PhaseTimer
+from gad.trainer.tracking import MetricsLogger
+
+StepFn = Callable[[int, PromptBatch, Any, PhaseTimer], dict[str, float]]
+
+
+class RunExistsError(RuntimeError):
+    """The run folder already holds checkpoints and ``resume`` was not asked for."""
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps had NaN/inf losses or gradients."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    interrupted: bool = False
+
+
+def stage_plan(cfg: Config, n_examples: int) -> tuple[int, StepFn]:
+    """How many steps the stage runs, and what one step does (``phase`` labels it in the metrics)."""
+    epoch_steps = math.ceil(n_examples / cfg.train.batch_size)
+    main_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * epoch_steps)
+    if cfg.stage == "seqkd":
+        return main_steps, lambda step, batch, roles, timer: seqkd_step(batch, roles, timer)
+    if cfg.stage == "warmup":
+        def warmup(step: int, batch: PromptBatch, roles: Any, timer: PhaseTimer) -> dict[str, float]:
+            return warmup_step(batch, roles, timer, train_generator=step >= cfg.algorithm.disc_only_steps)
+        return main_steps, warmup
+    if cfg.stage == "train":
+        update_d = cfg.discriminator.update
+        return main_steps, lambda step, batch, roles, timer: gad_step(batch, roles, timer, update_discriminator=update_d)
+    # offpolicy: D learns from the frozen student's samples, then is frozen as a fixed reward.
+    pre = cfg.algorithm.disc_pretrain_steps or epoch_steps
+
+    def offpolicy(step: int, batch: PromptBatch, roles: Any, timer: PhaseTimer) -> dict[str, float]:
+        if step < pre:
+            return warmup_step(batch, roles, timer, train_generator=False)
+        return gad_step(batch, roles, timer, update_discriminator=False)
+
+    return pre + main_steps, offpolicy
+
+
+class _Interrupts:
+    """First Ctrl-C (or SIGTERM): finish the step, save, stop. Second Ctrl-C: stop at once."""
+
+    requested = False
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ngad: interrupt received; finishing this step and saving a checkpoint "
+              "(Ctrl-C again to stop without saving)", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def graceful_interrupts() -> Iterator[_Interrupts]:
+    state = _Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    old = {s: signal.signal(s, state.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield state
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def run_stage(cfg: Config, resume: bool = False) -> RunResult:
+    """Run one stage (``cfg.stage``) to the end, or continue it from its newest checkpoint."""
+    from accelerate.utils import set_seed
+
+    cfg.validate()
+    run_dir = Path(cfg.train.output_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt.clean_partial(ckpt_dir)
+    existing = ckpt.list_checkpoints(ckpt_dir)
+    if existing and not resume:
+        raise RunExistsError(
+            f"{run_dir} already holds checkpoints (newest {existing[-1].name}); "
+            "pass --resume to continue it, or choose another train.output_dir"
+        )
+
+    # Data first: a malformed row stops the run before any model is loaded.
+    rows, stats = read_teacher_set(cfg.data.train_file, cfg.data.skip_bad_rows)
+    for msg in stats.bad_row_messages[:5]:
+        print(f"gad: skipped malformed row: {msg}", file=sys.stderr)
+
+    state: dict[str, Any] | None = None
+    disc_path: str | None = None
+    if resume and existing:
+        state = ckpt.load_state(existing[-1])
+        initial, gen_path = state["initial_generator"], str(existing[-1] / "generator")
+        disc_file = existing[-1] / "discriminator.safetensors"
+        disc_path = str(disc_file) if disc_file.exists() else None
+    elif cfg.train.init_from:
+        init = ckpt.resolve_checkpoint(cfg.train.init_from)
+        initial = gen_path = str(init / "generator")
+        disc_file = init / "discriminator.safetensors"
+        disc_path = str(disc_file) if disc_file.exists() else (cfg.discriminator.init or None)
+    else:
+        initial = gen_path = resolve_model(cfg.generator.model)
+        disc_path = cfg.discriminator.init or None
+
+    set_seed(cfg.train.seed)
+    roles = build_roles(cfg, initial, gen_path, disc_path)
+    examples, stats = encode_teacher_set(
+        rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats
+    )
+    total_steps, step_fn = stage_plan(cfg, len(examples))
+    start = 0
+    if state is not None:
+        ckpt.restore(roles, state)
+        start = state["step"]
+    bad_in_a_row = state.get("bad_in_a_row", 0) if state else 0
+    bad_total = state.get("bad_total", 0) if state else 0
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    print(f"gad {cfg.stage}: {stats.summary()}", file=sys.stderr)
+    print(f"gad {cfg.stage}: generator {gen_path} on {roles.device}; steps {start}→{total_steps}; "
+          f"run folder {run_dir}", file=sys.stderr)
+    logger = MetricsLogger(run_dir, total_steps, start, cfg.train.tensorboard, desc=cfg.stage)
+    last_ckpt = existing[-1] if existing else None
+    step = start
+    interrupted = False
+
+    def save(step: int) -> Path:
+        return ckpt.save_checkpoint(
+            run_dir, step, roles,
+            {"samples_seen": step * cfg.train.batch_size, "bad_in_a_row": bad_in_a_row, "bad_total": bad_total},
+            cfg.train.keep_last,
+        )
+
+    try:
+        with graceful_interrupts() as interrupts:
+            for step in range(start, total_steps):
+                idx = batch_indices(step, cfg.train.batch_size, len(examples), cfg.train.seed)
+                batch = PromptBatch([examples[i] for i in idx])
+                timer = PhaseTimer()
+                t0 = time.perf_counter()
+                metrics = step_fn(step, batch, roles, timer)
+                metrics.update(timer.metrics())
+                metrics["time/step"] = time.perf_counter() - t0
+                skipped = any(metrics.get(f"{k}/skipped_update", 0.0) for k in ("gen", "disc"))
+                bad_in_a_row = bad_in_a_row + 1 if skipped else 0
+                bad_total += int(skipped)
+                metrics["guard/bad_steps_total"] = float(bad_total)
+                logger.log(step + 1, metrics, {"batch_ids": batch.ids, "epoch": step * cfg.train.batch_size // len(examples)})
+                if skipped:
+                    logger.write(f"gad: step {step + 1}: NaN/inf loss or gradient, update skipped "
+                                 f"({bad_in_a_row} in a row, {bad_total} in all)")
+                if bad_in_a_row > cfg.train.max_bad_steps:
+                    raise NonFiniteError(
+                        f"{bad_in_a_row} consecutive steps with NaN/inf losses or gradients (train.max_bad_steps="
+                        f"{cfg.train.max_bad_steps}); stopped. Last good checkpoint: {last_ckpt or 'none'}"
+                    )
+                done = step + 1
+                if done % cfg.train.save_every == 0 or done == total_steps or interrupts.requested:
+                    last_ckpt = save(done)
+                if interrupts.requested:
+                    interrupted = True
+                    step = done
+                    break
+            else:
+                step = total_steps
+    finally:
+        logger.close()
+    where = f"checkpoint {last_ckpt}" if last_ckpt else "no checkpoint"
+    print(f"gad {cfg.stage}: {'interrupted at' if interrupted else 'finished'} step {step}; {where}; "
+          f"metrics {run_dir / 'metrics.jsonl'}", file=sys.stderr)
+    return RunResult(run_dir, step, last_ckpt, interrupted)

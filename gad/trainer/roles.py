@@ -1,0 +1,114 @@
+"""The roles of a stage (generator, reference, discriminator, rollout) and their optimizers.
+
+Built in one place from the config, so a stage never constructs a model itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from gad.config import Config
+from gad.models import Discriminator, load_causal_lm, resolve_model
+from gad.rollout import HFRollout, RolloutEngine
+
+NEEDS_DISCRIMINATOR = ("warmup", "train", "offpolicy")
+NEEDS_REFERENCE = ("train", "offpolicy")
+
+
+@dataclass
+class Roles:
+    cfg: Config
+    accelerator: Any
+    tokenizer: Any
+    generator: Any
+    reference: Any | None
+    discriminator: Discriminator | None
+    rollout: RolloutEngine | None
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+    schedulers: dict[str, LambdaLR] = field(default_factory=dict)
+    initial_generator: str = ""  # where this stage's generator started: the KL reference
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def autocast(self) -> Any:
+        return self.accelerator.autocast()
+
+    def models(self) -> dict[str, Any]:
+        return {"gen": self.generator, "disc": self.discriminator}
+
+    def step_optimizer(self, name: str, loss_value: float) -> dict[str, float]:
+        """Clip, then step — unless the loss or the gradient is NaN/inf, in which case the update is
+        dropped (gradients zeroed, parameters and optimizer state untouched) and counted."""
+        model, opt = self.models()[name], self.optimizers[name]
+        clip = self.cfg.generator.grad_clip if name == "gen" else self.cfg.discriminator.grad_clip
+        grad_norm = float(self.accelerator.clip_grad_norm_(model.parameters(), clip))
+        ok = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        if ok:
+            opt.step()
+            self.schedulers[name].step()
+        opt.zero_grad(set_to_none=True)
+        return {f"{name}/grad_norm": grad_norm, f"{name}/skipped_update": float(not ok),
+                f"{name}/lr": self.schedulers[name].get_last_lr()[0]}
+
+
+def _optimizer(params: Any, lr: float, weight_decay: float, warmup: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
+    return opt, sched
+
+
+def build_roles(cfg: Config, initial_generator: str, generator_path: str, discriminator_path: str | None) -> Roles:
+    """Load every model a stage needs and wrap them for the current device(s).
+
+    ``initial_generator`` is where the stage started (the reference for the KL term, and D's
+    default backbone); ``generator_path``/``discriminator_path`` are what to load now, which differ
+    from it when resuming.
+    """
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    generator, tokenizer = load_causal_lm(generator_path)  # fp32 master weights
+    reference = None
+    if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
+        reference, _ = load_causal_lm(initial_generator)
+        reference.requires_grad_(False).eval()
+    discriminator = None
+    if cfg.stage in NEEDS_DISCRIMINATOR:
+        if discriminator_path:
+            discriminator = Discriminator.load(discriminator_path)
+        else:
+            discriminator = Discriminator.from_backbone(resolve_model(cfg.discriminator.model or initial_generator))
+    g_opt, g_sched = _optimizer(generator.parameters(), cfg.generator.lr, cfg.generator.weight_decay, cfg.generator.lr_warmup_steps)
+    generator, g_opt = accelerator.prepare(generator, g_opt)
+    optimizers, schedulers = {"gen": g_opt}, {"gen": g_sched}
+    if discriminator is not None:
+        d_cfg = cfg.discriminator
+        d_opt, d_sched = _optimizer(discriminator.parameters(), d_cfg.lr, d_cfg.weight_decay, d_cfg.lr_warmup_steps)
+        discriminator, d_opt = accelerator.prepare(discriminator, d_opt)
+        optimizers["disc"], schedulers["disc"] = d_opt, d_sched
+    if reference is not None:
+        reference = reference.to(accelerator.device)
+    rollout = None
+    if cfg.stage in NEEDS_DISCRIMINATOR:
+        rollout = HFRollout(
+            accelerator.unwrap_model(generator), tokenizer.pad_token_id, tokenizer.eos_token_id,
+            cfg.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, autocast=accelerator.autocast,
+        )
+    return Roles(cfg, accelerator, tokenizer, generator, reference, discriminator, rollout, optimizers,
+                 schedulers, initial_generator=str(Path(initial_generator)) if initial_generator else "")

@@ -1,0 +1,263 @@
+"""One step of each stage. ``gad_step`` is the algorithm; the rest are the phases it is made of.
+
+Every phase works on the groups this process holds and reduces nothing across processes, so the
+same code runs under data parallelism with each process taking its share of prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gad import losses
+from gad.batch import SeqBatch, pack
+from gad.data import Example
+from gad.trainer.roles import Roles
+from gad.trainer.timing import PhaseTimer
+
+Metrics = dict[str, float]
+
+
+@dataclass
+class PromptBatch:
+    """The teacher-set examples of one step."""
+
+    examples: list[Example]
+
+    @property
+    def prompts(self) -> list[list[int]]:
+        return [e.prompt_ids for e in self.examples]
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.examples]
+
+
+class MetricAverager:
+    """Weighted means of micro-batch metrics, so a step logs the batch's value, not the last slice's."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.weights: dict[str, float] = defaultdict(float)
+
+    def add(self, metrics: Metrics, weight: float = 1.0) -> None:
+        for k, v in metrics.items():
+            self.sums[k] += v * weight
+            self.weights[k] += weight
+
+    def result(self) -> Metrics:
+        return {k: self.sums[k] / max(self.weights[k], 1e-12) for k in self.sums}
+
+
+# --------------------------------------------------------------------------------------------
+# The GAD step (Ye et al. 2025, Algorithm 1).
+# --------------------------------------------------------------------------------------------
+
+
+def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discriminator: bool = True) -> Metrics:
+    """rollout → score with D → group advantages → update D → update G.
+
+    ``update_discriminator=False`` keeps D fixed: the off-policy baseline, and the frozen-D ablation.
+
+    The teacher response and the N samples of each prompt go through D in one forward pass:
+    the detached scores are the rewards (D before its update, as the algorithm reads), and the
+    same graph gives D's Bradley-Terry loss, which saves a second scoring pass.
+    """
+    cfg = roles.cfg
+    n = cfg.rollout.n
+
+    # 1. Rollout: N samples per prompt from the current policy.
+    with timer.phase("rollout"):
+        samples = roles.rollout.generate(batch.prompts, n)  # G*N token lists, grouped by prompt
+    timer.count("rollout", sum(len(s) for s in samples))
+
+    # 2-4. Score teacher + samples with D; rewards = D(y_i); update D with Bradley-Terry.
+    rewards, d_metrics = discriminator_phase(roles, batch, samples, timer, update=update_discriminator)
+
+    # 3. Group advantages (GRPO): (r - mean) / std within each prompt's N samples.
+    advantages = losses.group_advantages(rewards, scale_by_std=cfg.algorithm.scale_adv_by_std)  # (G, N)
+
+    # 5. Policy update: PPO-clip surrogate + KL to the initial policy.
+    seqs = pack([p for p in batch.prompts for _ in range(n)], samples, roles.pad_id, roles.eos_id)
+    g_metrics = policy_phase(roles, seqs, advantages.flatten(), timer)
+
+    return {
+        **d_metrics, **g_metrics,
+        "reward/mean": rewards.mean().item(),
+        "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+        "reward/group_std": rewards.std(dim=1).mean().item(),
+        **response_stats(seqs),
+    }
+
+
+def warmup_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, train_generator: bool) -> Metrics:
+    """The paper's warmup: G learns the teacher responses by cross-entropy, D learns Bradley-Terry
+    on (teacher, student samples). ``gad offpolicy`` pre-trains its D with ``train_generator=False``."""
+    n = roles.cfg.rollout.n
+    with timer.phase("rollout"):
+        samples = roles.rollout.generate(batch.prompts, n)
+    timer.count("rollout", sum(len(s) for s in samples))
+    _, metrics = discriminator_phase(roles, batch, samples, timer, update=True)
+    if train_generator:
+        metrics.update(sft_phase(roles, batch, timer))
+    seqs = pack([p for p in batch.prompts for _ in range(n)], samples, roles.pad_id, roles.eos_id)
+    return {**metrics, **response_stats(seqs)}
+
+
+def seqkd_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer) -> Metrics:
+    """SeqKD (Kim & Rush 2016): supervised fine-tuning on the teacher's responses."""
+    return sft_phase(roles, batch, timer)
+
+
+# --------------------------------------------------------------------------------------------
+# Phases.
+# --------------------------------------------------------------------------------------------
+
+
+def sequence_logprobs(model: Any, seqs: SeqBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs of the response tokens, ``(B, R)``; optionally the entropies, detached."""
+    R = seqs.response_ids.shape[1]
+    logits = model(
+        input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, position_ids=seqs.position_ids,
+        logits_to_keep=R + 1,
+    ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    logprobs = losses.token_logprobs(logits, seqs.response_ids)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = losses.token_entropy(logits.detach())
+    return logprobs, entropy
+
+
+def _micro_slices(total: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, total)) for i in range(0, total, size)]
+
+
+def discriminator_phase(
+    roles: Roles, batch: PromptBatch, samples: list[list[int]], timer: PhaseTimer, update: bool
+) -> tuple[torch.Tensor, Metrics]:
+    """Score ``[teacher, sample_1..N]`` per prompt; return the samples' scores ``(G, N)`` as rewards.
+
+    With ``update``, the Bradley-Terry (or BCE) loss is back-propagated through the same forward
+    and D takes one optimizer step. Micro-batches hold whole groups so each pair stays together.
+    """
+    cfg, D = roles.cfg, roles.discriminator
+    n, G = cfg.rollout.n, len(batch.examples)
+    loss_fn = losses.DISCRIMINATOR_LOSSES[cfg.discriminator.loss]
+    groups_per_micro = max(1, cfg.train.micro_batch_size // (n + 1))
+    rewards = torch.zeros(G, n)
+    avg = MetricAverager()
+    D.train(update)
+    truncated = 0
+    for sl in _micro_slices(G, groups_per_micro):
+        exs = batch.examples[sl]
+        prompts, responses = [], []
+        for g, ex in zip(range(sl.start, sl.stop), exs):
+            prompts += [ex.prompt_ids] * (n + 1)
+            responses += [ex.response_ids] + samples[g * n : (g + 1) * n]
+        seqs = pack(prompts, responses, roles.pad_id, roles.eos_id).to(roles.device)
+        truncated += int(seqs.truncated.view(len(exs), n + 1)[:, 1:].sum())
+        with timer.phase("score"), torch.set_grad_enabled(update), roles.autocast():
+            scores = D(seqs.input_ids, seqs.attention_mask, seqs.position_ids, seqs.last_index)
+            scores = scores.float().view(len(exs), n + 1)  # (g, 1 + N): teacher first
+            loss, m = loss_fn(scores[:, 0], scores[:, 1:])
+        timer.count("score", int(seqs.attention_mask.sum()))
+        rewards[sl] = scores[:, 1:].detach().cpu()
+        avg.add(m, weight=len(exs))
+        if update:
+            with timer.phase("disc_update"):
+                roles.accelerator.backward(loss * len(exs) / G)
+    metrics = avg.result()
+    metrics["disc/truncated_samples"] = float(truncated)
+    if update:
+        with timer.phase("disc_update"):
+            metrics.update(roles.step_optimizer("disc", metrics["disc/loss"]))
+    return rewards, metrics
+
+
+def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: PhaseTimer) -> Metrics:
+    """PPO-clip on the samples with their group advantages, plus ``kl_coef`` × k3 KL to the reference."""
+    cfg = roles.cfg
+    G_model, n = roles.generator, cfg.rollout.n
+    B = len(seqs)
+    micro = cfg.train.micro_batch_size
+    mini = cfg.mini_batch_size * n  # sequences per optimizer step
+    use_kl = cfg.algorithm.kl_coef > 0
+    one_update = cfg.algorithm.ppo_epochs == 1 and mini >= B
+
+    # Log-probs that stay fixed during the update: the reference's, and the rollout policy's. With a
+    # single update per step the rollout policy *is* the current one (ratio = 1), so its log-probs
+    # are the detached current ones and that forward pass is skipped.
+    ref_lp: list[torch.Tensor] = []
+    old_lp: list[torch.Tensor] = []
+    with torch.no_grad(), roles.autocast():
+        for sl in _micro_slices(B, micro):
+            mb = seqs.rows(sl).to(roles.device)
+            if use_kl:
+                with timer.phase("reference"):
+                    ref_lp.append(sequence_logprobs(roles.reference, mb)[0])
+            if not one_update:
+                with timer.phase("old_logprobs"):
+                    old_lp.append(sequence_logprobs(G_model, mb)[0])
+
+    avg = MetricAverager()
+    G_model.train()
+    for _ in range(cfg.algorithm.ppo_epochs):
+        for mini_sl in _micro_slices(B, mini):
+            mini_tokens = float(seqs.response_mask[mini_sl].sum())
+            for sl in _micro_slices(B, micro)[mini_sl.start // micro : math.ceil(mini_sl.stop / micro)]:
+                i = sl.start // micro
+                mb = seqs.rows(sl).to(roles.device)
+                with timer.phase("policy_update"), roles.autocast():
+                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True)
+                    old = old_lp[i] if old_lp else lp.detach()
+                    mask = mb.response_mask
+                    loss, m = losses.clipped_policy_loss(
+                        lp, old, advantages[sl].to(lp.device), mask, cfg.algorithm.clip_ratio, normaliser=mini_tokens
+                    )
+                    if use_kl:
+                        kl_loss, km = losses.kl_penalty(lp, ref_lp[i], mask, normaliser=mini_tokens)
+                        loss = loss + cfg.algorithm.kl_coef * kl_loss
+                        m.update(km)
+                    roles.accelerator.backward(loss)
+                tokens = float(mask.sum())
+                m["policy/entropy"] = losses.masked_mean(ent, mask).item()
+                m["policy/loss"] = loss.item() * mini_tokens / max(tokens, 1.0)  # per-token, this slice
+                avg.add(m, weight=tokens)
+                timer.count("policy_update", int(mb.attention_mask.sum()))
+            with timer.phase("policy_update"):
+                avg.add(roles.step_optimizer("gen", avg.result()["policy/loss"]))
+    return avg.result()
+
+
+def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
+    """Token-mean cross-entropy on the teacher responses (EOS included), one optimizer step."""
+    seqs = pack(batch.prompts, [e.response_ids for e in batch.examples], roles.pad_id, roles.eos_id)
+    total = float(seqs.response_mask.sum())
+    avg = MetricAverager()
+    roles.generator.train()
+    for sl in _micro_slices(len(seqs), roles.cfg.train.micro_batch_size):
+        mb = seqs.rows(sl).to(roles.device)
+        with timer.phase("sft_update"), roles.autocast():
+            lp, _ = sequence_logprobs(roles.generator, mb)
+            loss, m = losses.sft_loss(lp, mb.response_mask, normaliser=total)
+            roles.accelerator.backward(loss)
+        avg.add(m, weight=float(mb.response_mask.sum()))
+        timer.count("sft_update", int(mb.attention_mask.sum()))
+    metrics = avg.result()
+    with timer.phase("sft_update"):
+        metrics.update(roles.step_optimizer("gen", metrics["sft/nll"]))
+    return metrics
+
+
+def response_stats(seqs: SeqBatch) -> Metrics:
+    lengths = seqs.response_lengths.float()
+    return {
+        "gen/response_length_mean": lengths.mean().item(),
+        "gen/response_length_max": lengths.max().item(),
+        "gen/truncation_rate": seqs.truncated.float().mean().item(),
+    }
