@@ -10,6 +10,7 @@ Formats (all read from their upstream files as-is; see ``shared/data/SOURCES.md`
 format          fields                                       prompt / reference
 ==============  ===========================================  =====================================
 ``teacher``     id, messages, teacher_response[, meta]        messages / teacher_response
+                (rows checked by ``gad.data.parse_row``)
 ``fastchat``    question_id, category, turns[, reference]     first turn / none (Vicuna 80,
                                                              MT-Bench 80; MT-Bench's judge hints
                                                              go to ``meta["judge_reference"]``)
@@ -131,7 +132,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def detect_format(row: dict[str, Any]) -> str | None:
     """The format a row's fields belong to, or ``None`` (see the module docstring)."""
     keys = set(row)
-    if {"messages", "teacher_response"} <= keys:
+    if "teacher_response" in keys:
         return "teacher"
     if {"question_id", "turns"} <= keys:
         return "fastchat"
@@ -183,28 +184,21 @@ def _join(instruction: str, extra: str | None) -> str:
 
 
 def _teacher(r: _Row, index: int) -> EvalItem:
-    messages = r.row["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise r.error("messages", "expected a non-empty list of {role, content} objects")
-    for j, m in enumerate(messages):
-        if (
-            not isinstance(m, dict)
-            or not isinstance(m.get("role"), str)
-            or not isinstance(m.get("content"), str)
-        ):
-            raise r.error(f"messages[{j}]", "expected an object with string 'role' and 'content'")
-    if messages[-1]["role"] != "user":
-        raise r.error(
-            f"messages[{len(messages) - 1}].role",
-            f"the last message must be the user's, got {messages[-1]['role']!r}",
-        )
+    # The teacher-set schema has one home, gad.data (which also accepts the "prompt" and the paper's
+    # "content" variants); imported here because it brings torch along.
+    from gad.data import TeacherSetError, parse_row
+
+    try:
+        row = parse_row(r.row, f"{r.path}:{r.line}")
+    except TeacherSetError as e:
+        raise EvalDataError(str(e)) from None
     meta = r.row.get("meta") or {}
     if not isinstance(meta, dict):
         raise r.error("meta", f"expected an object, got {type(meta).__name__}")
     return EvalItem(
-        id=r.id("id"),
-        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
-        reference=r.str("teacher_response", allow_empty=True),
+        id=row.id,
+        messages=row.messages,
+        reference=row.teacher_response,
         category=meta.get("category") if isinstance(meta.get("category"), str) else None,
         meta=dict(meta),
     )
@@ -324,7 +318,7 @@ def load_eval_set(path: str | os.PathLike, *, format: str | None = None, name: s
 
 
 _REQUIRED = {
-    "teacher": ("id", "messages", "teacher_response"),
+    "teacher": ("teacher_response",),  # gad.data.parse_row checks the rest
     "fastchat": ("question_id", "turns"),
     "selfinst": ("id", "instruction", "instances"),
     "dolly": ("instruction", "response"),

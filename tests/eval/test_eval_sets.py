@@ -128,7 +128,7 @@ def test_teacher_set(tmp_path):
                     "teacher_response": "x",
                 }
             ],
-            r"set.jsonl:1: field 'messages\[1\].role': the last message must be the user's",
+            r"set.jsonl:1: field 'messages': the last message must be the user's",
         ),
         ([{"question_id": 1, "turns": []}], r"set.jsonl:1: field 'turns'"),
         ([{"instruction": "x", "response": 3}], r"set.jsonl:1: field 'response': expected a string"),
