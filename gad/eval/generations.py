@@ -64,9 +64,9 @@ class Generation:
 
 
 def generations_path(path: str | os.PathLike) -> Path:
-    """``DIR/generations.jsonl`` for a folder; a file path is returned as it is."""
+    """``DIR/generations.jsonl`` for a folder; a ``.jsonl`` file path is returned as it is."""
     path = Path(path)
-    return path / GENERATIONS_FILE if path.is_dir() or not path.suffix else path
+    return path if path.suffix == ".jsonl" and not path.is_dir() else path / GENERATIONS_FILE
 
 
 def read_generations(path: str | os.PathLike) -> dict[tuple[str, str], Generation]:

@@ -154,7 +154,7 @@ class _Row:
     def error(self, field_name: str, problem: str) -> EvalDataError:
         return EvalDataError(f"{self.path}:{self.line}: field '{field_name}': {problem}")
 
-    def str(self, name: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
+    def text(self, name: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
         if name not in self.row or self.row[name] is None:
             if required:
                 raise self.error(name, "missing")
@@ -166,7 +166,7 @@ class _Row:
             raise self.error(name, "empty")
         return value
 
-    def id(self, name: str) -> str:
+    def ident(self, name: str) -> str:
         if name not in self.row:
             raise self.error(name, "missing")
         value = self.row[name]
@@ -214,9 +214,9 @@ def _fastchat(r: _Row, index: int) -> EvalItem:
     if "reference" in r.row:  # MT-Bench's answers for math/reasoning/coding: hints for a judge, per turn
         meta["judge_reference"] = r.row["reference"]
     return EvalItem(
-        id=r.id("question_id"),
+        id=r.ident("question_id"),
         messages=_user(turns[0]),
-        category=r.str("category", required=False),
+        category=r.text("category", required=False),
         meta=meta,
     )
 
@@ -227,14 +227,14 @@ def _selfinst(r: _Row, index: int) -> EvalItem:
         raise r.error("instances", "expected a non-empty list of {input, output} objects")
     first = _Row(r.path, r.line, instances[0])
     try:
-        text_in = first.str("input", required=False, allow_empty=True)
-        text_out = first.str("output", required=False, allow_empty=True)
+        text_in = first.text("input", required=False, allow_empty=True)
+        text_out = first.text("output", required=False, allow_empty=True)
     except EvalDataError as e:
         raise EvalDataError(str(e).replace("field '", "field 'instances[0].")) from None
     meta = {k: v for k, v in r.row.items() if k not in ("id", "instruction", "instances")}
     return EvalItem(
-        id=r.id("id"),
-        messages=_user(_join(r.str("instruction"), text_in)),
+        id=r.ident("id"),
+        messages=_user(_join(r.text("instruction"), text_in)),
         reference=text_out or None,
         category=meta.get("motivation_app"),
         meta=meta,
@@ -242,25 +242,25 @@ def _selfinst(r: _Row, index: int) -> EvalItem:
 
 
 def _dolly(r: _Row, index: int) -> EvalItem:
-    context = r.str("context", required=False, allow_empty=True)
+    context = r.text("context", required=False, allow_empty=True)
     return EvalItem(
-        id=r.id("id") if "id" in r.row else str(index),
-        messages=_user(_join(r.str("instruction"), context)),
-        reference=r.str("response", allow_empty=True),
-        category=r.str("category", required=False),
+        id=r.ident("id") if "id" in r.row else str(index),
+        messages=_user(_join(r.text("instruction"), context)),
+        reference=r.text("response", allow_empty=True),
+        category=r.text("category", required=False),
         meta={"has_context": bool(context and context.strip())},
     )
 
 
 def _alpaca(r: _Row, index: int) -> EvalItem:
-    instruction = r.str("instruction")
-    extra = r.str("input", required=False, allow_empty=True)  # Alpaca-style rows; AlpacaEval has none
+    instruction = r.text("instruction")
+    extra = r.text("input", required=False, allow_empty=True)  # Alpaca-style rows; AlpacaEval has none
     meta = {k: v for k, v in r.row.items() if k not in ("instruction", "input", "output", "dataset")}
     return EvalItem(
-        id=r.id("id") if "id" in r.row else str(index),
+        id=r.ident("id") if "id" in r.row else str(index),
         messages=_user(_join(instruction, extra)),
-        reference=r.str("output", allow_empty=True),
-        category=r.str("dataset", required=False),
+        reference=r.text("output", allow_empty=True),
+        category=r.text("dataset", required=False),
         meta=meta,
     )
 
