@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "train": "gad.commands.stages",
     "offpolicy": "gad.commands.stages",
     "demo": "gad.commands.demo",
+    "humaneval": "gad.commands.humaneval",
+    "humaneval-score": "gad.commands.humaneval_score",
 }
 
 

@@ -19,7 +19,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def bradley_terry_loss(teacher_scores: torch.Tensor, student_scores: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+def bradley_terry_loss(
+    teacher_scores: torch.Tensor, student_scores: torch.Tensor
+) -> tuple[torch.Tensor, Metrics]:
     """Discriminator loss: ``-log σ(D(y_t) - D(y_s))`` averaged over the N pairs of each group.
 
     The GAD paper's Eq. 3 (Ye et al. 2025, arXiv 2511.10643): the teacher response should score

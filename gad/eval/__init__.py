@@ -1,0 +1,12 @@
+"""Evaluation: evaluation sets, metrics, reports and the human-evaluation page.
+
+Modules (each cheap to import; numpy, scikit-learn and matplotlib are imported where used):
+
+- :mod:`gad.eval.sets` — :class:`EvalItem` and loaders for teacher sets and the public sets.
+- :mod:`gad.eval.metrics` — n-gram F1, ROUGE-L, lengths, bootstrap/Wilson intervals, judge aggregation.
+- :mod:`gad.eval.distinguish` — the classifier two-sample test (TF-IDF + logistic regression).
+- :mod:`gad.eval.generations` — the ``generations.jsonl`` cache format of a model's responses.
+- :mod:`gad.eval.evaluate` — a set + its cached generations → metrics; what is left to generate.
+- :mod:`gad.eval.report` — :func:`evaluate_responses`, ``results.json``, ``report.md``, plots.
+- :mod:`gad.eval.humaneval` — the blind pairwise comparison page and the scoring of its exports.
+"""

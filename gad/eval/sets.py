@@ -1,0 +1,352 @@
+"""Evaluation sets: one item type, loaders for the paper's public sets and for teacher sets.
+
+Every loader returns a list of :class:`EvalItem`. The format of a file is detected from its fields
+(and, for the one ambiguous case, nothing else is needed: Vicuna and MT-Bench share FastChat's
+question format and are read the same way). Errors name the file, the line and the field.
+
+Formats (all read from their upstream files as-is; see ``shared/data/SOURCES.md``):
+
+==============  ===========================================  =====================================
+format          fields                                       prompt / reference
+==============  ===========================================  =====================================
+``teacher``     id, messages, teacher_response[, meta]        messages / teacher_response
+                (rows checked by ``gad.data.parse_row``)
+``fastchat``    question_id, category, turns[, reference]     first turn / none (Vicuna 80,
+                                                             MT-Bench 80; MT-Bench's judge hints
+                                                             go to ``meta["judge_reference"]``)
+``selfinst``    id, instruction, instances[{input, output}]   instruction + first input / output
+``dolly``       instruction, context, response, category      instruction + context / response
+``alpaca``      instruction, output[, dataset, generator]     instruction / output (AlpacaEval;
+                (a JSON list, or JSONL)                      ``dataset`` becomes the category)
+==============  ===========================================  =====================================
+
+An instruction and its input are joined as ``instruction + "\\n\\n" + input`` (input omitted when
+empty), the usual single-turn rendering of these sets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Message = dict[str, str]
+
+FORMATS = ("teacher", "fastchat", "selfinst", "dolly", "alpaca")
+
+# Short names for the public sets in shared/data, so that `gad eval --data vicuna` works.
+KNOWN_SETS: dict[str, str] = {
+    "vicuna": "vicuna80.jsonl",
+    "mtbench": "mtbench80.jsonl",
+    "selfinst": "selfinst252.jsonl",
+    "dolly": "dolly500.jsonl",
+    "alpacaeval": "alpacaeval805.json",
+}
+
+
+class EvalDataError(ValueError):
+    """A data file that cannot be read as an evaluation set; the message names file, line, field."""
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One evaluation prompt.
+
+    Attributes:
+        id: unique within its set (the upstream id, or the 0-based row number when there is none).
+        messages: the chat to answer, ``[{"role": ..., "content": ...}, ...]``; the last message is
+            the user's turn.
+        reference: the reference response (teacher / human / reference model), or ``None``.
+        category: the upstream category, if any.
+        meta: anything else worth keeping (upstream fields not used above).
+    """
+
+    id: str
+    messages: list[Message]
+    reference: str | None = None
+    category: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        """The text of the last user turn."""
+        return self.messages[-1]["content"]
+
+
+@dataclass
+class EvalSet:
+    """A loaded evaluation set: its name (the file's stem), its format and its items."""
+
+    name: str
+    format: str
+    path: Path
+    items: list[EvalItem]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[EvalItem]:
+        return iter(self.items)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields ``(line_number, row)``; a ``.json`` file is a list and its rows are numbered from 1."""
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise EvalDataError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, list):
+            raise EvalDataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+        for i, row in enumerate(data, start=1):
+            if not isinstance(row, dict):
+                raise EvalDataError(f"{path}: element {i}: expected an object, got {type(row).__name__}")
+            yield i, row
+        return
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # only teacher sets come as parquet
+
+        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+            yield i, row
+        return
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EvalDataError(f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise EvalDataError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+            yield i, row
+
+
+def detect_format(row: dict[str, Any]) -> str | None:
+    """The format a row's fields belong to, or ``None`` (see the module docstring)."""
+    keys = set(row)
+    if "teacher_response" in keys:
+        return "teacher"
+    if {"question_id", "turns"} <= keys:
+        return "fastchat"
+    if {"instruction", "instances"} <= keys:
+        return "selfinst"
+    if {"instruction", "response"} <= keys:
+        return "dolly"
+    if {"instruction", "output"} <= keys:
+        return "alpaca"
+    return None
+
+
+class _Row:
+    """Field access that raises :class:`EvalDataError` naming file, line and field."""
+
+    def __init__(self, path: Path, line: int, row: dict[str, Any]):
+        self.path, self.line, self.row = path, line, row
+
+    def error(self, field_name: str, problem: str) -> EvalDataError:
+        return EvalDataError(f"{self.path}:{self.line}: field '{field_name}': {problem}")
+
+    def text(self, name: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
+        if name not in self.row or self.row[name] is None:
+            if required:
+                raise self.error(name, "missing")
+            return None
+        value = self.row[name]
+        if not isinstance(value, str):
+            raise self.error(name, f"expected a string, got {type(value).__name__}")
+        if not allow_empty and not value.strip():
+            raise self.error(name, "empty")
+        return value
+
+    def ident(self, name: str) -> str:
+        if name not in self.row:
+            raise self.error(name, "missing")
+        value = self.row[name]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise self.error(name, f"expected a string or an integer, got {type(value).__name__}")
+        return str(value)
+
+
+def _user(content: str) -> list[Message]:
+    return [{"role": "user", "content": content}]
+
+
+def _join(instruction: str, extra: str | None) -> str:
+    return instruction if not extra or not extra.strip() else f"{instruction}\n\n{extra}"
+
+
+def _teacher(r: _Row, index: int) -> EvalItem:
+    # The teacher-set schema has one home, gad.data (which also accepts the "prompt" and the paper's
+    # "content" variants); imported here because it brings torch along.
+    from gad.data import TeacherSetError, parse_row
+
+    try:
+        row = parse_row(r.row, f"{r.path}:{r.line}")
+    except TeacherSetError as e:
+        raise EvalDataError(str(e)) from None
+    meta = r.row.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise r.error("meta", f"expected an object, got {type(meta).__name__}")
+    return EvalItem(
+        id=row.id,
+        messages=row.messages,
+        reference=row.teacher_response,
+        category=meta.get("category") if isinstance(meta.get("category"), str) else None,
+        meta=dict(meta),
+    )
+
+
+def _fastchat(r: _Row, index: int) -> EvalItem:
+    turns = r.row["turns"]
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise r.error("turns", "expected a non-empty list of strings")
+    if not turns[0].strip():
+        raise r.error("turns[0]", "empty")
+    meta: dict[str, Any] = {"n_turns": len(turns)}
+    if "reference" in r.row:  # MT-Bench's answers for math/reasoning/coding: hints for a judge, per turn
+        meta["judge_reference"] = r.row["reference"]
+    return EvalItem(
+        id=r.ident("question_id"),
+        messages=_user(turns[0]),
+        category=r.text("category", required=False),
+        meta=meta,
+    )
+
+
+def _selfinst(r: _Row, index: int) -> EvalItem:
+    instances = r.row["instances"]
+    if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
+        raise r.error("instances", "expected a non-empty list of {input, output} objects")
+    first = _Row(r.path, r.line, instances[0])
+    try:
+        text_in = first.text("input", required=False, allow_empty=True)
+        text_out = first.text("output", required=False, allow_empty=True)
+    except EvalDataError as e:
+        raise EvalDataError(str(e).replace("field '", "field 'instances[0].")) from None
+    meta = {k: v for k, v in r.row.items() if k not in ("id", "instruction", "instances")}
+    return EvalItem(
+        id=r.ident("id"),
+        messages=_user(_join(r.text("instruction"), text_in)),
+        reference=text_out or None,
+        category=meta.get("motivation_app"),
+        meta=meta,
+    )
+
+
+def _dolly(r: _Row, index: int) -> EvalItem:
+    context = r.text("context", required=False, allow_empty=True)
+    return EvalItem(
+        id=r.ident("id") if "id" in r.row else str(index),
+        messages=_user(_join(r.text("instruction"), context)),
+        reference=r.text("response", allow_empty=True),
+        category=r.text("category", required=False),
+        meta={"has_context": bool(context and context.strip())},
+    )
+
+
+def _alpaca(r: _Row, index: int) -> EvalItem:
+    instruction = r.text("instruction")
+    extra = r.text("input", required=False, allow_empty=True)  # Alpaca-style rows; AlpacaEval has none
+    meta = {k: v for k, v in r.row.items() if k not in ("instruction", "input", "output", "dataset")}
+    return EvalItem(
+        id=r.ident("id") if "id" in r.row else str(index),
+        messages=_user(_join(instruction, extra)),
+        reference=r.text("output", allow_empty=True),
+        category=r.text("dataset", required=False),
+        meta=meta,
+    )
+
+
+_PARSERS = {
+    "teacher": _teacher,
+    "fastchat": _fastchat,
+    "selfinst": _selfinst,
+    "dolly": _dolly,
+    "alpaca": _alpaca,
+}
+
+
+def load_eval_set(path: str | os.PathLike, *, format: str | None = None, name: str | None = None) -> EvalSet:
+    """Reads an evaluation set from ``path`` (JSONL, a JSON list, or parquet for teacher sets).
+
+    Args:
+        path: the file.
+        format: one of :data:`FORMATS`; detected from the first row's fields when ``None``.
+        name: the set's name in reports; the file's stem by default (``vicuna80``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        EvalDataError: unknown format, a malformed row, or a duplicate id (file, line and field named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation set not found: {path}")
+    if format is not None and format not in FORMATS:
+        raise EvalDataError(f"{path}: unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    items: list[EvalItem] = []
+    seen: dict[str, int] = {}
+    for index, (line, row) in enumerate(_rows(path)):
+        if format is None:
+            format = detect_format(row)
+            if format is None:
+                raise EvalDataError(
+                    f"{path}:{line}: cannot tell the format from the fields {sorted(row)}; expected one of: "
+                    "teacher (id, messages, teacher_response), fastchat (question_id, turns), "
+                    "selfinst (instruction, instances), dolly (instruction, context, response), "
+                    "alpaca (instruction, output)"
+                )
+        r = _Row(path, line, row)
+        for required in _REQUIRED[format]:
+            if required not in row:
+                raise r.error(required, f"missing (required by the {format} format)")
+        item = _PARSERS[format](r, index)
+        if item.id in seen:
+            raise r.error("id", f"duplicate id {item.id!r} (first on line {seen[item.id]})")
+        seen[item.id] = line
+        items.append(item)
+    if not items:
+        raise EvalDataError(f"{path}: no rows")
+    return EvalSet(name=name or path.name.split(".")[0], format=format, path=path, items=items)
+
+
+_REQUIRED = {
+    "teacher": ("teacher_response",),  # gad.data.parse_row checks the rest
+    "fastchat": ("question_id", "turns"),
+    "selfinst": ("id", "instruction", "instances"),
+    "dolly": ("instruction", "response"),
+    "alpaca": ("instruction", "output"),
+}
+
+
+def default_data_dirs() -> list[Path]:
+    """Where short set names are looked up: ``$GAD_EVAL_DATA``, then ``./shared/data``, ``../shared/data``."""
+    dirs = [Path(p) for p in os.environ.get("GAD_EVAL_DATA", "").split(os.pathsep) if p]
+    return dirs + [Path("shared/data"), Path("../shared/data")]
+
+
+def resolve_eval_set(spec: str, data_dirs: Iterable[str | os.PathLike] | None = None) -> Path:
+    """A path for ``spec``: an existing file, or a short name from :data:`KNOWN_SETS` / a file stem
+    found in one of ``data_dirs`` (default :func:`default_data_dirs`)."""
+    if Path(spec).is_file():
+        return Path(spec)
+    dirs = [Path(d) for d in data_dirs] if data_dirs is not None else default_data_dirs()
+    filename = KNOWN_SETS.get(spec.lower())
+    for d in dirs:
+        candidates = [d / filename] if filename else []
+        candidates += [d / f"{spec}{ext}" for ext in (".jsonl", ".json", ".parquet")]
+        for c in candidates:
+            if c.is_file():
+                return c
+    known = ", ".join(KNOWN_SETS)
+    raise FileNotFoundError(
+        f"evaluation set {spec!r} is neither a file nor a known set ({known}) in {', '.join(map(str, dirs))}; "
+        "pass a path, or set GAD_EVAL_DATA to the folder holding the sets"
+    )
