@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "gad.commands.stages",
     "offpolicy": "gad.commands.stages",
     "demo": "gad.commands.demo",
+    "toy": "gad.commands.toy",
 }
 
 
