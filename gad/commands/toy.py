@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"GAD from init mean {r['init_mean']:5.1f}: mean {r['mean']:5.2f} std {r['std']:4.2f} rev KL {r['reverse_kl']:.3f}"
         )
-    outputs = "toy.json" + ("" if args.no_plot else " and toy.png")
+    outputs = ["toy.json"] + ([] if args.no_plot else ["toy.png"])
+    if results["init_sweep"] and not args.no_plot:
+        outputs.append("toy_init_sweep.png")
+    outputs = ", ".join(outputs)
     print(f"{results['seconds']:.1f}s; wrote {outputs} to {args.out}")
     return 0
