@@ -11,7 +11,9 @@ log-std ``log σ``. Both students start from the same initialisation and see tea
   class), turns the scores into GRPO group-normalised advantages and takes a policy-gradient step;
   the discriminator takes a Bradley-Terry step on (teacher sample, N student samples) pairs. The
   generator ends up maximising roughly ``E_student[log p_t - log p_s]``, i.e. minimising reverse
-  KL(student‖teacher): it settles on one mode (mode-seeking).
+  KL(student‖teacher): its stable points are the reverse-KL local optima, one per mode
+  (mode-seeking) and, for a single Gaussian, also a wide one bridging the modes that it keeps from a
+  start in its basin (``init_sweep``; docs/claims.md).
 
 The losses are the package's own (``gad.losses``), the same functions the LLM trainer uses: a toy
 "sequence" is one token long, so the clipped policy loss with ``old_logprobs = logprobs.detach()``
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +89,8 @@ class ToyConfig:
     which makes the rewards noisy enough to knock the student off its mode."""
     disc_lr: float = 20.0
     """Discriminator learning rate. Large because per-class BT gradients are ~frequency/2 (< 0.1):
-    the discriminator must track the student faster than the student moves (two time-scales);
-    anything in 5..50 gives the same result."""
+    the discriminator must track the student faster than the student moves (two time-scales).
+    20 and 50 give the same result; at 5 it lags and 1 seed in 5 leaves the mode (docs/claims.md)."""
     disc_steps: int = 1
     """Discriminator updates per generator update."""
     scale_adv_by_std: bool = True
@@ -101,7 +103,6 @@ class ToyConfig:
     under ``init_sweep`` in toy.json: where does GAD end up from each start?"""
     plot: bool = True
     """Write ``toy.png`` (needs matplotlib) when ``out_dir`` is set."""
-    modes: list[float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.mode_means)
@@ -132,7 +133,6 @@ class ToyConfig:
             raise ValueError(f"discriminator must be 'mlp' or 'table', got {self.discriminator!r}")
         if self.init_std <= self.min_std:
             raise ValueError(f"init_std ({self.init_std}) must exceed min_std ({self.min_std})")
-        self.modes = [float(m) for m in self.mode_means]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +196,11 @@ class Discriminator(torch.nn.Module):
         else:
             # Input: the class position scaled to [-1, 1] (a fixed, smooth "embedding").
             self.register_buffer("x", torch.linspace(-1.0, 1.0, K, dtype=torch.float64).unsqueeze(1))
-            self.mlp = torch.nn.Sequential(
-                torch.nn.Linear(1, cfg.disc_hidden), torch.nn.Tanh(), torch.nn.Linear(cfg.disc_hidden, 1)
-            ).double()
+            with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
+                torch.manual_seed(cfg.seed)
+                self.mlp = torch.nn.Sequential(
+                    torch.nn.Linear(1, cfg.disc_hidden), torch.nn.Tanh(), torch.nn.Linear(cfg.disc_hidden, 1)
+                ).double()
 
     def forward(self) -> torch.Tensor:
         return self.table if self.kind == "table" else self.mlp(self.x).squeeze(1)  # (K,)
@@ -304,9 +306,9 @@ def distribution_stats(p: torch.Tensor, p_teacher: torch.Tensor, cfg: ToyConfig)
     k = torch.arange(cfg.num_classes, dtype=torch.float64)
     mean = (p * k).sum()
     std = ((p * (k - mean) ** 2).sum()).sqrt()
-    near = [(k - m).abs() <= 1.0 for m in cfg.modes]  # classes within one class of each mode
+    near = [(k - m).abs() <= 1.0 for m in cfg.mode_means]  # classes within one class of each mode
     near_any = torch.stack(near).any(0)
-    main = max(range(len(cfg.modes)), key=lambda i: cfg.mode_weights[i])
+    main = max(range(len(cfg.mode_means)), key=lambda i: cfg.mode_weights[i])
     return {
         "mean": mean.item(),
         "std": std.item(),
@@ -363,7 +365,6 @@ def run_toy(cfg: ToyConfig) -> dict[str, Any]:
     optional extra GAD runs, ``history`` every ~2% of steps; ``seconds`` is the wall time.
     """
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     p_teacher = teacher_probs(cfg)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     teacher_set = torch.multinomial(p_teacher, cfg.teacher_set_size, replacement=True, generator=data_gen)
@@ -397,12 +398,12 @@ def run_toy(cfg: ToyConfig) -> dict[str, Any]:
     reference = {
         "forward_kl_optimum": measure(best_single_gaussian(cfg, p_teacher, "forward", centre, spread))
     }
-    for i, m in enumerate(cfg.modes):
+    for i, m in enumerate(cfg.mode_means):
         opt_i = measure(best_single_gaussian(cfg, p_teacher, "reverse", m, cfg.mode_stds[i]))
         reference[f"reverse_kl_optimum_mode_{i}"] = opt_i
 
     results = {
-        "config": {k: v for k, v in asdict(cfg).items() if k != "modes"},
+        "config": asdict(cfg),
         "teacher": distribution_stats(p_teacher, p_teacher, cfg),
         "init": measure(_new_student(cfg)),
         "methods": {"seqkd": measure(seqkd), "gad": measure(gad)},

@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from gad.toy import ToyConfig, run_toy
 
     overrides = {
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     }
     cfg = ToyConfig(out_dir=args.out, seed=args.seed, plot=not args.no_plot, **overrides)
     if args.sweep_inits:
-        cfg.init_sweep = tuple(float(k) for k in range(cfg.num_classes))
+        cfg = replace(cfg, init_sweep=tuple(float(k) for k in range(cfg.num_classes)))
     results = run_toy(cfg)
 
     rows = [("teacher", results["teacher"])] + list(results["methods"].items())
