@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "demo": "gad.commands.demo",
     "humaneval": "gad.commands.humaneval",
     "humaneval-score": "gad.commands.humaneval_score",
+    "toy": "gad.commands.toy",
 }
 
 
