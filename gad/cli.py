@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         help_text = module.HELP[name] if isinstance(module.HELP, dict) else module.HELP
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
         module.add_arguments(p)

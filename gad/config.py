@@ -136,8 +136,8 @@ class TrainConfig:
     save_every: checkpoint every this many steps (and always at the end).
     keep_last: how many checkpoints to keep.
     seed: seeds data order, sampling and initialisation.
-    mixed_precision: ``no`` or ``bf16`` (autocast; master weights stay fp32, as lr 1e-6 updates
-        vanish in bf16).
+    mixed_precision: ``fp32`` or ``bf16`` (autocast for the compute; master weights stay fp32, as
+        lr 1e-6 updates vanish in bf16).
     max_bad_steps: stop after this many consecutive steps whose loss or gradient was NaN/inf.
     tensorboard: also log to ``output_dir/tensorboard``.
     """
@@ -151,7 +151,7 @@ class TrainConfig:
     save_every: int = 50
     keep_last: int = 2
     seed: int = 0
-    mixed_precision: str = "no"
+    mixed_precision: str = "fp32"
     max_bad_steps: int = 3
     tensorboard: bool = True
 
@@ -221,7 +221,7 @@ class Config:
         need(t.max_steps >= 0, f"train.max_steps: must be >= 0, got {t.max_steps}")
         need(t.max_steps > 0 or t.epochs > 0, "train.epochs: must be > 0 when train.max_steps is 0")
         need(self.discriminator.loss in ("bt", "bce"), f"discriminator.loss: must be 'bt' or 'bce', got {self.discriminator.loss!r}")
-        need(t.mixed_precision in ("no", "bf16"), f"train.mixed_precision: must be 'no' or 'bf16', got {t.mixed_precision!r}")
+        need(t.mixed_precision in ("fp32", "bf16"), f"train.mixed_precision: must be 'fp32' or 'bf16', got {t.mixed_precision!r}")
         if self.stage in ("warmup", "train", "offpolicy"):
             need(r.n >= 2, f"rollout.n: group advantages and D's pairs need at least 2 samples per prompt, got {r.n}")
         if a.mini_batch_size:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Toy claim (paper Fig. 5): GAD is mode-seeking, SeqKD mode-covering; writes toy.json and toy.png."
+HELP = "the toy claim (paper Fig. 5): GAD is mode-seeking, SeqKD mode-covering; writes toy.json, toy.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -82,7 +82,7 @@ def build_roles(cfg: Config, initial_generator: str, generator_path: str, discri
     """
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    accelerator = Accelerator(mixed_precision="no" if cfg.train.mixed_precision == "fp32" else cfg.train.mixed_precision)
     generator, tokenizer = load_causal_lm(generator_path)  # fp32 master weights
     reference = None
     if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:

@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 from gad.teacher import ChatRequest, GenerationSettings, LocalBackend, collect  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 
 from gad.teacher.prompts import PromptFormatError, read_prompts
 
-DATA = Path("/work/shared/data")  # the evaluation sets; the tests skip where they are absent
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data beside the repo
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
