@@ -2,7 +2,8 @@
 
 Every loader returns a list of :class:`EvalItem`. The format of a file is detected from its fields
 (and, for the one ambiguous case, nothing else is needed: Vicuna and MT-Bench share FastChat's
-question format and are read the same way). Errors name the file, the line and the field.
+question format and are read the same way). Errors name the file, the line (``item N`` of a JSON
+list, ``row N`` of parquet) and the field.
 
 Formats (all read from their upstream files as-is; see ``shared/data/SOURCES.md``):
 
@@ -233,25 +234,26 @@ def load_eval_set(path: str | os.PathLike, *, format: str | None = None, name: s
     if format is not None and format not in FORMATS:
         raise EvalDataError(f"{path}: unknown format {format!r}; use one of {', '.join(FORMATS)}")
     items: list[EvalItem] = []
-    seen: dict[str, int] = {}
-    for index, (_, line, row) in enumerate(iter_rows(path, EvalDataError)):
+    seen: dict[str, str] = {}
+    for index, (where, _, row) in enumerate(iter_rows(path, EvalDataError)):
         if format is None:
             format = detect_format(row)
             if format is None:
                 raise EvalDataError(
-                    f"{path}:{line}: cannot tell the format from the fields {sorted(row)}; expected one of: "
+                    f"{where}: cannot tell the format from the fields {sorted(row)}; expected one of: "
                     "teacher (id, messages, teacher_response), fastchat (question_id, turns), "
                     "selfinst (instruction, instances), dolly (instruction, context, response), "
                     "alpaca (instruction, output)"
                 )
-        r = _Row(f"{path}:{line}", row)
+        r = _Row(where, row)
         for required in _REQUIRED[format]:
             if required not in row:
                 raise r.error(required, f"missing (required by the {format} format)")
         item = _PARSERS[format](r, index)
         if item.id in seen:
-            raise r.error("id", f"duplicate id {item.id!r} (first on line {seen[item.id]})")
-        seen[item.id] = line
+            raise r.error("id", f"duplicate id {item.id!r} (first on {seen[item.id]})")
+        place = where.rsplit(":", 1)[-1]  # "12", "item 12" or "row 12"
+        seen[item.id] = f"line {place}" if place.isdigit() else place
         items.append(item)
     if not items:
         raise EvalDataError(f"{path}: no rows")
