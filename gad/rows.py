@@ -148,7 +148,8 @@ def instruction_to_messages(row: dict[str, Any], where: str, error: type[ValueEr
 
 def text_field(value: Any, where: str, name: str, error: type[ValueError] = ValueError, *,
                allow_empty: bool = False) -> str:
-    """``value`` if it is a string (with text, unless ``allow_empty``); else ``error`` naming the field."""
+    """``value`` if it is a string (with text, unless ``allow_empty``); else ``error`` naming the field
+    (``None`` reads as missing)."""
     if value is None:
         raise error(f"{where}: field '{name}': missing")
     if not isinstance(value, str):
