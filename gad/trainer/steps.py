@@ -118,13 +118,21 @@ def seqkd_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer) -> Metrics:
 # --------------------------------------------------------------------------------------------
 
 
-def sequence_logprobs(model: Any, seqs: SeqBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs of the response tokens, ``(B, R)``; optionally the entropies, detached."""
+def sequence_logprobs(
+    model: Any, seqs: SeqBatch, with_entropy: bool = False, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs of the response tokens, ``(B, R)``; optionally the entropies, detached.
+
+    ``temperature``: the sampling temperature, so the log-probs are those of the distribution the
+    samples came from (as verl and TRL compute them); 1 for teacher-forced SFT.
+    """
     R = seqs.response_ids.shape[1]
     logits = model(
         input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, position_ids=seqs.position_ids,
         logits_to_keep=R + 1,
     ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    if temperature != 1.0:
+        logits = logits / temperature
     logprobs = losses.token_logprobs(logits, seqs.response_ids)
     entropy = None
     if with_entropy:
@@ -187,6 +195,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
     micro = cfg.train.micro_batch_size
     mini = cfg.mini_batch_size * n  # sequences per optimizer step
     use_kl = cfg.algorithm.kl_coef > 0
+    temp = cfg.rollout.temperature
     one_update = cfg.algorithm.ppo_epochs == 1 and mini >= B
 
     # Log-probs that stay fixed during the update: the reference's, and the rollout policy's. With a
@@ -199,10 +208,10 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
             mb = seqs.rows(sl).to(roles.device)
             if use_kl:
                 with timer.phase("reference"):
-                    ref_lp.append(sequence_logprobs(roles.reference, mb)[0])
+                    ref_lp.append(sequence_logprobs(roles.reference, mb, temperature=temp)[0])
             if not one_update:
                 with timer.phase("old_logprobs"):
-                    old_lp.append(sequence_logprobs(G_model, mb)[0])
+                    old_lp.append(sequence_logprobs(G_model, mb, temperature=temp)[0])
 
     avg = MetricAverager()
     G_model.train()
@@ -213,7 +222,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                 i = sl.start // micro
                 mb = seqs.rows(sl).to(roles.device)
                 with timer.phase("policy_update"), roles.autocast():
-                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True)
+                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True, temperature=temp)
                     old = old_lp[i] if old_lp else lp.detach()
                     mask = mb.response_mask
                     loss, m = losses.clipped_policy_loss(
