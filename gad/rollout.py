@@ -19,7 +19,10 @@ class RolloutEngine(Protocol):
 
 
 class HFRollout:
-    """Sampling with ``transformers.generate`` from the live policy."""
+    """Sampling with ``transformers.generate`` from the live policy.
+
+    ``temperature=0`` decodes greedily (``gad eval``'s default); training always samples.
+    """
 
     def __init__(
         self, model: Any, pad_id: int, eos_id: int, max_new_tokens: int, temperature: float = 0.8,
@@ -38,14 +41,18 @@ class HFRollout:
         for i, p in enumerate(prompts):  # left padding: generation continues every row at column `width`
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
+        if self.temperature > 0:
+            decoding = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+        else:  # greedy; the None values silence a model's own sampling defaults
+            decoding = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         was_training = self.model.training
         self.model.eval()
         try:
             with self.autocast():
                 out = self.model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                    temperature=self.temperature, top_p=self.top_p, top_k=0, num_return_sequences=n,
-                    max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+                    input_ids=ids.to(device), attention_mask=mask.to(device), **decoding,
+                    num_return_sequences=n, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id,
+                    pad_token_id=self.pad_id,
                 )  # (len(prompts) * n, width + new), grouped by prompt
         finally:
             self.model.train(was_training)
