@@ -190,8 +190,6 @@ class Judge:
 
             register_secret(api_key)
         self._api_key = api_key
-        self.summaries: dict[str, Any] = {}
-        """The client's last :class:`gad.teacher.Summary` per store ("references", "scores")."""
 
     @property
     def references_path(self) -> Path:
@@ -231,7 +229,6 @@ class Judge:
                     f"{path} holds judgments made with other judge settings (model, temperature, max tokens "
                     "or prompt): rerun with the same --judge-* options, or use a new --out"
                 ) from None
-            self.summaries[kind] = summary
             if summary.stopped and summary.stopped != "interrupted":
                 raise JudgeError(f"the judge stopped: {summary.stopped}")
             if summary.stopped == "interrupted":

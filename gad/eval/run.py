@@ -190,7 +190,6 @@ def run_eval(cfg: EvalConfig) -> Results:
 
     judge_refs: dict[tuple[str, str], str | None] = {}
     verdicts: dict[str, dict[tuple[str, str], Verdict]] = {}
-    judge = None
     if cfg.judge is not None:
         judge = Judge(cfg.judge, cfg.out, progress=cfg.progress)
         judge_refs = judge.references([(s.name, it) for s in sets for it in s])
@@ -202,6 +201,7 @@ def run_eval(cfg: EvalConfig) -> Results:
                 [(s.name, it, gens[name][(s.name, it.id)].response) for s in sets for it in s], judge_refs
             )
 
+    judge_model = cfg.judge.model if cfg.judge is not None else None
     results: Results = {}
     for name in gens:
         results[name] = {}
@@ -219,11 +219,11 @@ def run_eval(cfg: EvalConfig) -> Results:
                 s, gens[name], references=refs, judge_pairs=pairs, distinguish=cfg.distinguish,
                 length_tokenize=tok.tokenize, length_unit="tokens", seed=cfg.seed,
             )
-            m["reference_source"] = source if source != "judge" else f"judge:{cfg.judge.model}"  # type: ignore[union-attr]
+            m["reference_source"] = source if source != "judge" else f"judge:{judge_model}"
             truncated = [gens[name][(s.name, it.id)].truncated for it in s]
             m["n_truncated"] = None if any(t is None for t in truncated) else sum(truncated)
             if m.get("judge") is not None:
-                m["judge"]["model"] = cfg.judge.model  # type: ignore[union-attr]
+                m["judge"]["model"] = judge_model
                 m["judge"]["failures"] = [
                     {"id": it.id, "reason": verdicts[name][(s.name, it.id)].failure}
                     for it in s if verdicts[name][(s.name, it.id)].pair is None

@@ -44,9 +44,9 @@ def test_judge_scores_both_orders_retries_garbage_and_resumes(tmp_path, monkeypa
     script = ScriptedJudge(references=refs, position_bias=2.0, garbage={"name a tree"},
                            garbage_first={"tell me a story"})
     answers = {"a": "x" * 40, "b": "y" * 10, "c": "z" * 20, "d": "w" * 10}
-    config = JudgeConfig(model="judge-1", base_url=None, api_key_env="JUDGE_KEY", parse_retries=2, concurrency=4)
     with FakeChatAPI(api_key=KEY, reply=script) as api:
-        config = JudgeConfig(**{**config.__dict__, "base_url": api.url})
+        config = JudgeConfig(model="judge-1", base_url=api.url, api_key_env="JUDGE_KEY", parse_retries=2,
+                             concurrency=4)
         judge = Judge(config, tmp_path, progress=False)
         references = judge.references([("s", it) for it in items])
         assert references[("s", "a")] == "x" * 40
@@ -93,3 +93,24 @@ def test_judge_without_reference_answer_is_a_failure(tmp_path):
         verdicts = judge.score([("s", it, "answer") for it in items], refs)
     assert verdicts[("s", items[0].id)].failure == "the judge gave no reference answer"
     assert verdicts[("s", items[1].id)].pair is not None
+
+
+def test_failed_requests_are_failures_and_a_bad_key_stops_without_leaking(tmp_path, monkeypatch):
+    from gad.eval.judge import JudgeError
+
+    items = _items()[:2]
+    with FakeChatAPI(reply=ScriptedJudge()) as api:
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_retries=0), tmp_path, api_key="k" * 12,
+                      progress=False)
+        refs = judge.references([("s", it) for it in items])
+        api.force_status = 503  # every scoring request fails; no transport retries configured
+        verdicts = judge.score([("s", it, "answer") for it in items], refs)
+    assert all(v.pair is None and "request failed" in v.failure for v in verdicts.values())
+
+    monkeypatch.setenv("JUDGE_KEY", KEY)
+    with FakeChatAPI(api_key="the-right-key-000000") as api:  # 401 echoing the key sent
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, api_key_env="JUDGE_KEY"), tmp_path / "b",
+                      progress=False)
+        with pytest.raises(JudgeError) as e:
+            judge.references([("s", it) for it in items])
+    assert "401" in str(e.value) and KEY not in str(e.value)
