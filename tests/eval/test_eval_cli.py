@@ -91,3 +91,25 @@ def test_greedy_generation_is_batch_independent_and_cached_rows_parse(tiny_model
     four = generate_answers(model, tok, items, max_new_tokens=8, batch_size=4, progress=False)
     assert {a.item.id: a.response for a in one} == {a.item.id: a.response for a in four}
     assert all(a.n_tokens <= 8 and a.truncated == (a.n_tokens == 8) for a in one)
+
+
+@pytest.mark.parametrize("spec, name", [
+    (None, "smollm2-135m-instruct"),
+    ("runs/gad/checkpoints/step-000400/generator", "gad-step-000400"),
+    ("runs/seqkd/final/", "final"),
+    ("HuggingFaceTB/SmolLM2-360M-Instruct", "SmolLM2-360M-Instruct"),
+    ("models/tiny.gguf", "tiny"),
+])
+def test_model_names(spec, name):
+    from gad.eval.run import model_name
+
+    assert model_name(spec) == name
+
+
+def test_config_errors_say_what_to_do(tmp_path):
+    from gad.eval.run import EvalConfig
+
+    with pytest.raises(ValueError, match="--name"):
+        EvalConfig(models=["runs/a/final", "runs/b/final"], data=["x"], out=tmp_path)
+    with pytest.raises(ValueError, match="one name per model"):
+        EvalConfig(models=["a", "b"], data=["x"], out=tmp_path, names=["a"])
