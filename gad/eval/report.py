@@ -15,7 +15,10 @@ returns a JSON-ready dict. The results of several models and sets are a nested d
                                      "length_unit": "words",
                                      "reference_length": {...},
                                      "distinguishability": {"accuracy", "low", "high", "p_value", "n", "folds"},
-                                     "judge": {"score", "low", "high", "n_scored", "n_failed", "per_item"},
+                                     "judge": {"score", "low", "high", "n_scored", "n_failed", "per_item",
+                                               "model", "failures": [{"id", "reason"}]},   # gad eval
+                                     "reference_source": "set" | "judge:<model>" | null,  # gad eval
+                                     "n_truncated": 3,     # answers that hit max_new_tokens (gad eval)
                                      "per_item": {"id": [...], "length": [...], "reference_length": [...],
                                                   "rouge_l": [...]}}}}}
 
