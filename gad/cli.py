@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "train": "gad.commands.stages",
     "offpolicy": "gad.commands.stages",
     "demo": "gad.commands.demo",
+    "eval": "gad.commands.eval",
+    "eval-compare": "gad.commands.eval_compare",
     "humaneval": "gad.commands.humaneval",
     "humaneval-score": "gad.commands.humaneval_score",
     "toy": "gad.commands.toy",

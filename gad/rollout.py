@@ -20,7 +20,10 @@ class RolloutEngine(Protocol):
 
 
 class HFRollout:
-    """Sampling with ``transformers.generate`` from the live policy."""
+    """Sampling with ``transformers.generate`` from the live policy.
+
+    ``temperature=0`` decodes greedily (``gad eval``'s default); training always samples.
+    """
 
     def __init__(
         self, model: Any, pad_id: int, eos_id: int, max_new_tokens: int, temperature: float = 0.8,
@@ -42,9 +45,14 @@ class HFRollout:
         # A fresh GenerationConfig, not the model's: a checkpoint's own defaults (Qwen2.5 ships top_k=20,
         # repetition_penalty=1.05) would make the samples come from another distribution than the
         # one the policy loss assumes.
+        # temperature 0 = greedy (evaluation); training always samples.
+        decoding = (
+            {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+            if self.temperature > 0 else {"do_sample": False}
+        )
         gen_cfg = GenerationConfig(
-            do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0, num_return_sequences=n,
-            max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            **decoding, num_return_sequences=n, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
         )
         was_training = self.model.training
         self.model.eval()

@@ -1,4 +1,4 @@
-"""Evaluation: evaluation sets, metrics, reports and the human-evaluation page.
+"""Evaluation: sets, student generation, metrics, the LLM judge, reports and the human-evaluation page.
 
 Modules (each cheap to import; numpy, scikit-learn and matplotlib are imported where used):
 
@@ -9,4 +9,8 @@ Modules (each cheap to import; numpy, scikit-learn and matplotlib are imported w
 - :mod:`gad.eval.evaluate` — a set + its cached generations → metrics; what is left to generate.
 - :mod:`gad.eval.report` — :func:`evaluate_responses`, ``results.json``, ``report.md``, plots.
 - :mod:`gad.eval.humaneval` — the blind pairwise comparison page and the scoring of its exports.
+- :mod:`gad.eval.generate` — the student's answers, batched, through :class:`gad.rollout.HFRollout`.
+- :mod:`gad.eval.judge` — the LLM judge (reference answer, pairwise scores in both orders) over
+  the resumable client of ``gad teacher``.
+- :mod:`gad.eval.run` — :func:`run_eval`, everything ``gad eval`` does.
 """

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gad.eval.generations import Generation
@@ -29,11 +30,18 @@ def pending_items(eval_set: EvalSet, generations: Generations) -> list[EvalItem]
     return out
 
 
-def evaluate_generations(eval_set: EvalSet, generations: Generations, **kwargs: Any) -> dict[str, Any]:
+def evaluate_generations(
+    eval_set: EvalSet,
+    generations: Generations,
+    *,
+    references: Sequence[str | None] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """:func:`gad.eval.report.evaluate_responses` over a set and its cached generations.
 
-    Keyword arguments go to ``evaluate_responses`` (``judge_pairs`` in the set's item order,
-    tokenizers, ``distinguish``, ``seed``).
+    ``references`` (in the set's item order) replace the set's own, e.g. the judge's answers for a
+    set that has none. Other keyword arguments go to ``evaluate_responses`` (``judge_pairs`` in the
+    set's item order, tokenizers, ``distinguish``, ``seed``).
 
     Raises ``ValueError`` naming the first items that have no generation, or whose cached prompt is
     not the set's (the set file changed since generation).
@@ -56,7 +64,7 @@ def evaluate_generations(eval_set: EvalSet, generations: Generations, **kwargs: 
     return evaluate_responses(
         [it.prompt for it in eval_set],
         [g.response for g in gens],
-        [it.reference for it in eval_set],
+        [it.reference for it in eval_set] if references is None else list(references),
         ids=[it.id for it in eval_set],
         **kwargs,
     )

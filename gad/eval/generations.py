@@ -9,7 +9,8 @@ Format (one folder per model, e.g. ``runs/eval/gad/``):
      "messages": [{"role": "user", "content": "..."}],   # what the model was asked
      "response": "...",                 # what it answered
      "model": "runs/gad/checkpoints/step-000400/generator",  # optional: where it came from
-     "sampling": {"temperature": 0.0, "max_new_tokens": 1536}}  # optional: how
+     "sampling": {"temperature": 0.0, "max_new_tokens": 1536},  # optional: how
+     "truncated": false}                # optional: it hit max_new_tokens before EOS
 
 Rows are keyed by ``(set, id)``; a later row with the same key replaces an earlier one, so a writer
 may simply append (an interrupted ``gad eval`` resumes by skipping the keys already present).
@@ -41,6 +42,7 @@ class Generation:
     response: str
     model: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
+    truncated: bool | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -61,6 +63,8 @@ class Generation:
             row["model"] = self.model
         if self.sampling:
             row["sampling"] = self.sampling
+        if self.truncated is not None:
+            row["truncated"] = self.truncated
         return row
 
 
@@ -109,6 +113,7 @@ def _parse(row: dict[str, Any], where: str) -> Generation:
         response=row["response"],
         model=row.get("model") if isinstance(row.get("model"), str) else None,
         sampling=sampling if isinstance(sampling, dict) else {},
+        truncated=row["truncated"] if isinstance(row.get("truncated"), bool) else None,
     )
 
 

@@ -15,7 +15,10 @@ returns a JSON-ready dict. The results of several models and sets are a nested d
                                      "length_unit": "words",
                                      "reference_length": {...},
                                      "distinguishability": {"accuracy", "low", "high", "p_value", "n", "folds"},
-                                     "judge": {"score", "low", "high", "n_scored", "n_failed", "per_item"},
+                                     "judge": {"score", "low", "high", "n_scored", "n_failed", "per_item",
+                                               "model", "failures": [{"id", "reason"}]},   # gad eval
+                                     "reference_source": "set" | "judge:<model>" | null,  # gad eval
+                                     "n_truncated": 3,     # answers that hit max_new_tokens (gad eval)
                                      "per_item": {"id": [...], "length": [...], "reference_length": [...],
                                                   "rouge_l": [...]}}}}}
 
@@ -292,6 +295,17 @@ def plot_ngram_f1(results: Results, set_name: str, path: Path) -> Path | None:
     return path
 
 
+def _judge_failures(results: Results, set_name: str) -> list[str]:
+    """Markdown lines listing the prompts the judge could not score, with the reason (none: [])."""
+    lines = []
+    for model, per_set in results.items():
+        for f in ((per_set.get(set_name) or {}).get("judge") or {}).get("failures") or []:
+            lines.append(f"- {model} · {f['id']}: {f['reason']}")
+    if not lines:
+        return []
+    return ["Judge failures (left out of the score, never scored):", "", *lines, ""]
+
+
 def write_report(
     results: Results, out_dir: str | os.PathLike, *, plots: bool = True, title: str = "Evaluation"
 ) -> Path:
@@ -313,12 +327,17 @@ def write_report(
     ]
     for s in _sets(results):
         n = max(per_set[s]["n"] for per_set in results.values() if s in per_set)
-        lines += [f"## {s} ({n} prompts)", "", set_table(results, s), ""]
+        lines += [f"## {s} ({n} prompts)", ""]
+        source = next((p[s].get("reference_source") for p in results.values() if s in p), None)
+        if source:
+            lines += [f"Reference: {'the set' if source == 'set' else source.replace(':', ' ', 1) + ' answers'}.", ""]
+        lines += [set_table(results, s), ""]
         if plots:
             for kind, fn in (("lengths", plot_lengths), ("ngram-f1", plot_ngram_f1)):
                 png = fn(results, s, out / f"{_slug(s)}-{kind}.png")
                 if png is not None:
                     lines += [f"![{s} {kind}]({png.name})", ""]
+        lines += _judge_failures(results, s)
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -123,12 +123,13 @@ async def collect_async(
     fingerprint_extra: dict[str, Any] | None = None,
     allow_settings_change: bool = False,
     summary: Summary | None = None,
+    desc: str = "teacher",
 ) -> Summary:
     """Answer every request whose id is not in ``store`` yet; see the module docstring.
 
     ``store`` must be open. ``summary`` may be passed in so a caller still holds the partial counts
     if the run is cancelled (Ctrl-C). Raises :class:`SettingsChanged` before sending anything when
-    the store was filled with other generation settings.
+    the store was filled with other generation settings. ``desc`` labels the progress bar.
     """
     t0 = time.monotonic()
     fp = run_fingerprint(backend, fingerprint_extra)
@@ -153,7 +154,7 @@ async def collect_async(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pending), unit="req", dynamic_ncols=True, smoothing=0.05, desc="teacher")
+        bar = tqdm(total=len(pending), unit="req", dynamic_ncols=True, smoothing=0.05, desc=desc)
     stop = asyncio.Event()
 
     def record(request: ChatRequest, response: ChatResponse) -> None:

@@ -5,7 +5,8 @@ clients and a ``gad teacher`` subprocess. Every request is logged (prompt key, f
 is how the tests prove exactly-once delivery and zero repeated requests after a resume.
 
 The prompt key is the content of the last user message; the answer is ``"answer: <key>"``, so a
-test can check that each response landed on the right row.
+test can check that each response landed on the right row. A ``reply`` hook scripts other answers
+(the eval judge's tests serve scores and garbage with it).
 
 Faults (one per request at most):
     429          rate limited, no Retry-After
@@ -25,6 +26,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -62,6 +64,9 @@ class FakeChatAPI:
 
     reject_max_tokens: bool = False
     """Answer 400 to bodies with ``max_tokens``, as OpenAI's reasoning models do."""
+    reply: Callable[[dict], str | None] | None = None
+    """Scripted content: called with the request body (in the server's thread); ``None`` falls back
+    to ``"answer: <key>"``. Faults are served first, as for the default answer."""
 
     hits: list[Hit] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -169,7 +174,8 @@ class FakeChatAPI:
             return web.Response(status=200, text='{"id": "chatcmpl-x", "choices": [{"index": 0, "mess',
                                 content_type="application/json")
 
-        content, finish = f"answer: {key}", "stop"
+        content = self.reply(body) if self.reply is not None else None
+        content, finish = (f"answer: {key}" if content is None else content), "stop"
         if fault == "empty":
             content = ""
         elif fault == "length":
