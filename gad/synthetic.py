@@ -497,6 +497,7 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
             "methods": {
                 m: {
                     "final": measure(finals[m]),
+                    **trends(metrics[m]),
                     "curve": curves[m],
                     "metrics": [_keep(row) for row in metrics[m]],
                     "teacher_samples_seen": seen[m] * cfg.batch_size,
@@ -516,6 +517,17 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trends(rows: list[dict[str, Any]], k: int = 10) -> dict[str, Any]:
+    """D's final accuracy and the reward's first/last level over the GRPO steps (means of ``k`` steps)."""
+    acc = [r["disc/accuracy"] for r in rows if "disc/accuracy" in r]
+    reward = [r["reward/mean"] for r in rows if "reward/mean" in r]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {
+        "disc_accuracy_final": mean(acc[-k:]) if acc else None,
+        "reward_trend": {"first": mean(reward[:k]), "last": mean(reward[-k:])} if reward else None,
+    }
 
 
 KEPT_METRICS = ("step", "reward/mean", "reward/group_std", "disc/accuracy", "disc/loss", "disc/margin",

@@ -1,0 +1,87 @@
+"""`gad synthetic`: the exact teacher, the measurements, and the claims at reduced size through the trainer."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from gad.synthetic import MarkovMixtureTeacher, SyntheticConfig, decode_symbols, make_prompts, teacher_score
+
+
+def test_teacher_likelihood_is_normalised():
+    """Σ_y p(y | task) over every sequence up to max_length + 2 symbols is 1 (up to the 0.001² tail)."""
+    cfg = SyntheticConfig(vocab_size=3, num_tasks=2, min_length=1, max_length=3, noise_words=8, init_samples=8,
+                          teacher_set_size=16, heldout_prompts=8, out_dir=None)
+    teacher = MarkovMixtureTeacher(cfg, torch.Generator().manual_seed(0))
+    for task in range(cfg.num_tasks):
+        total = sum(
+            math.exp(teacher.log_prob(task, list(y)))
+            for n in range(1, cfg.max_length + 3)
+            for y in itertools.product(range(cfg.vocab_size), repeat=n)
+        )
+        assert total == pytest.approx(1.0, abs=2e-6)
+
+
+def test_teacher_samples_follow_its_likelihood():
+    """The empirical frequency of the commonest sequences matches exp(log_prob)."""
+    cfg = SyntheticConfig(vocab_size=3, num_tasks=1, min_length=1, max_length=3, stop_prob=0.5, noise_words=8, init_samples=8,
+                          teacher_set_size=16, heldout_prompts=8, out_dir=None)
+    teacher = MarkovMixtureTeacher(cfg, torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    n = 4000
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(n):
+        y = tuple(teacher.sample(0, gen))
+        counts[y] = counts.get(y, 0) + 1
+    for y, c in sorted(counts.items(), key=lambda kv: -kv[1])[:5]:
+        p = math.exp(teacher.log_prob(0, list(y)))
+        assert abs(c / n - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-3, (y, c / n, p)
+
+
+def test_prefix_and_off_alphabet_scoring():
+    cfg = SyntheticConfig(out_dir=None)
+    teacher = MarkovMixtureTeacher(cfg, torch.Generator().manual_seed(0))
+    y = [0, 1, 2]
+    # A prefix (truncated sample) lacks only the stop event.
+    stop = teacher.stop[len(y)].item()
+    assert teacher.log_prob(1, y, finished=False) + math.log(stop) == pytest.approx(teacher.log_prob(1, y))
+    # An off-alphabet token costs the documented floor and is dropped from the sequence.
+    assert teacher_score(teacher, 1, [0, None, 1, 2], True) == pytest.approx(teacher.log_prob(1, y) + math.log(1e-6))
+
+
+def test_decode_symbols():
+    class Tok:
+        def convert_ids_to_tokens(self, ids):
+            return [{5: "w3", 6: "t1", 7: "w10"}[i] for i in ids]
+
+    assert decode_symbols([5, 6, 7, 1], Tok(), eos_id=1) == ([3, None, 10], True)
+    assert decode_symbols([5, 7], Tok(), eos_id=1) == ([3, 10], False)
+
+
+def test_prompts_are_disjoint():
+    cfg = SyntheticConfig(out_dir=None)
+    prompts = make_prompts(cfg, torch.Generator().manual_seed(0))
+    texts = {split: {p.text for p in ps} for split, ps in prompts.items()}
+    assert not texts["heldout"] & texts["train"] and not texts["heldout"] & texts["init"]
+    assert len(texts["train"]) == cfg.teacher_set_size
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"group_size": 1}, {"stop_prob": 1.0}, {"min_length": 20}, {"disc_only_steps": 50},
+     {"mode_weights": (0.5, -0.5)}, {"teacher_set_size": 10_000}],
+)
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        SyntheticConfig(**bad)
+
+
+def test_registered_in_cli():
+    from gad.cli import COMMANDS
+
+    assert COMMANDS["synthetic"] == "gad.commands.synthetic"
