@@ -59,9 +59,9 @@ class SyntheticConfig:
     """Seeds the teacher, the prompts, the teacher set, the student's initialisation and training."""
 
     # --- the teacher -----------------------------------------------------------------------------
-    vocab_size: int = 12
+    vocab_size: int = 10
     """Symbols the teacher emits (``w0``…): its alphabet, plus the stop."""
-    num_tasks: int = 6
+    num_tasks: int = 4
     """Tasks a prompt can name; each has its own modes."""
     mode_weights: tuple[float, ...] = (0.5, 0.3, 0.2)
     """Weights of each task's modes (normalised). Unequal, so that there is a main mode."""
@@ -81,9 +81,9 @@ class SyntheticConfig:
     # --- the data ----------------------------------------------------------------------------------
     init_samples: int = 64
     """Teacher samples (own prompts) for the "instruct" starting point every method shares."""
-    teacher_set_size: int = 256
+    teacher_set_size: int = 128
     """Training prompts, one teacher response each: the teacher set every method reads."""
-    heldout_prompts: int = 48
+    heldout_prompts: int = 64
     """Held-out prompts for the measurements."""
     eval_samples: int = 8
     """Student samples and teacher samples per held-out prompt."""
@@ -93,9 +93,9 @@ class SyntheticConfig:
     """Width of the tiny Llama student (and of the discriminator, which shares its backbone)."""
     num_layers: int = 2
     """Transformer layers of the student."""
-    init_steps: int = 40
+    init_steps: int = 100
     """SeqKD steps (batch ``batch_size``) on the ``init_samples`` from a random initialisation."""
-    init_lr: float = 3e-3
+    init_lr: float = 5e-3
     """Learning rate of that pre-training."""
 
     # --- the methods (the trainer's options, passed as overrides) --------------------------------------
@@ -103,21 +103,21 @@ class SyntheticConfig:
     """Prompts per step, every stage."""
     group_size: int = 8
     """Student samples per prompt (GRPO group, and D's pairs per teacher response)."""
-    warmup_steps: int = 40
+    warmup_steps: int = 120
     """``gad warmup`` steps (the first ``disc_only_steps`` train D only)."""
     disc_only_steps: int = 10
     """Warmup steps that train only D, so it is not random when G starts learning."""
     gad_steps: int = 120
     """``gad train`` steps after the warmup; also the frozen-D GRPO steps of ``gad offpolicy``."""
-    offpolicy_disc_steps: int = 20
+    offpolicy_disc_steps: int = 10
     """``gad offpolicy``: D's extra steps on the frozen (warmed-up) student before it is frozen."""
-    sft_lr: float = 3e-3
+    sft_lr: float = 5e-3
     """Generator learning rate of the likelihood stages, ``seqkd`` and ``warmup`` (the paper's 1e-6
     is for 7B models; a 50k-parameter student needs a large one)."""
     rl_lr: float = 3e-4
     """Generator learning rate of the GRPO stages, ``train`` and ``offpolicy``: smaller than the
     discriminator's, so that D tracks the student (two time-scales)."""
-    discriminator_lr: float = 1e-3
+    discriminator_lr: float = 3e-3
     """Discriminator learning rate."""
     kl_coef: float = 0.001
     """KL-to-reference coefficient (the paper's)."""
@@ -128,6 +128,9 @@ class SyntheticConfig:
     """Student response budget, twice the teacher's ``max_length``: room for length drift."""
     eval_every: int = 20
     """Measure precision on held-out prompts every this many steps (checkpoints kept for it)."""
+    late_evals: int = 4
+    """``late`` in the results averages the last this many measurements of each method: single
+    checkpoints of a tiny student trained at a large lr differ by up to 1 nat/token in precision."""
     plot: bool = True
     """Write ``synthetic.png`` (training curves) when ``out_dir`` is set."""
     extra_overrides: tuple[str, ...] = field(default_factory=tuple)
@@ -406,6 +409,19 @@ def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return [(int(p.name.split("-")[1]), p / "generator") for p in list_checkpoints(run_dir / "checkpoints")]
 
 
+def build_problem(
+    cfg: SyntheticConfig,
+) -> tuple[MarkovMixtureTeacher, dict[str, list[Prompt]], dict[str, list[list[int]]], list[list[list[int]]]]:
+    """The teacher, the prompts of each split, one teacher response per prompt, and
+    ``eval_samples`` teacher responses per held-out prompt: all a function of ``cfg.seed``."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    teacher = MarkovMixtureTeacher(cfg, gen)
+    prompts = make_prompts(cfg, gen)
+    data = {split: [teacher.sample(p.task, gen) for p in ps] for split, ps in prompts.items()}
+    heldout_teacher = [[teacher.sample(p.task, gen) for _ in range(cfg.eval_samples)] for p in prompts["heldout"]]
+    return teacher, prompts, data, heldout_teacher
+
+
 def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
     """Build the teacher and data, train every method through the trainer, measure; write outputs.
 
@@ -434,11 +450,7 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
         shutil.rmtree(runs)
     runs.mkdir(parents=True)
     try:
-        gen = torch.Generator().manual_seed(cfg.seed)
-        teacher = MarkovMixtureTeacher(cfg, gen)
-        prompts = make_prompts(cfg, gen)
-        data = {split: [teacher.sample(p.task, gen) for p in ps] for split, ps in prompts.items()}
-        heldout_teacher = [[teacher.sample(p.task, gen) for _ in range(cfg.eval_samples)] for p in prompts["heldout"]]
+        teacher, prompts, data, heldout_teacher = build_problem(cfg)
         init_file = write_teacher_set(runs / "init_teacher.jsonl", prompts["init"], data["init"])
         train_file = write_teacher_set(runs / "teacher.jsonl", prompts["train"], data["train"])
 
@@ -497,6 +509,7 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
             "methods": {
                 m: {
                     "final": measure(finals[m]),
+                    "late": late_means(curves[m], cfg.late_evals),
                     **trends(metrics[m]),
                     "curve": curves[m],
                     "metrics": [_keep(row) for row in metrics[m]],
@@ -517,6 +530,13 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def late_means(curve: list[dict[str, float]], k: int) -> dict[str, float]:
+    """Means of the last ``k`` held-out measurements: less noisy than one checkpoint."""
+    rows = curve[-k:]
+    keys = ("precision_per_token", "precision_per_seq", "length_mean", "off_alphabet_rate")
+    return {key: sum(r[key] for r in rows) / len(rows) for key in keys} | {"steps": [r["step"] for r in rows]}
 
 
 def trends(rows: list[dict[str, Any]], k: int = 10) -> dict[str, Any]:
@@ -565,7 +585,8 @@ def plot_synthetic(results: dict[str, Any], path: Path) -> None:
     def smooth(xs: list[float], k: int = 5) -> list[float]:
         return [sum(xs[max(0, i - k + 1) : i + 1]) / len(xs[max(0, i - k + 1) : i + 1]) for i in range(len(xs))]
 
-    panels = [(axes[0, 1], "reward/mean", "reward (D's score of student samples), 5-step mean", ("gad", "offpolicy")),
+    panels = [(axes[0, 1], "reward/mean", "reward = D's score of student samples, 5-step mean\n"
+                                "(GAD's D moves, so only the frozen D's level is comparable)", ("gad", "offpolicy")),
               (axes[1, 0], "disc/accuracy", "D's accuracy (teacher scored above sample), 5-step mean", ("gad", "offpolicy")),
               (axes[1, 1], "gen/response_length_mean", "student response length in training (tokens)", ("gad", "offpolicy"))]
     for ax, key, title, methods in panels:

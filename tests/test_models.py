@@ -60,3 +60,13 @@ def test_logprobs_from_packed_batch_match_a_plain_forward(tiny_model):
     sub = b.rows(slice(1, 2))
     assert sub.input_ids.shape[1] < b.input_ids.shape[1]
     assert torch.allclose(sequence_logprobs(model, sub)[0][0, :2], lp[1, :2], atol=1e-5)
+
+
+def test_logprobs_at_a_sampling_temperature(tiny_model):
+    """The policy loss scores samples under softmax(logits / T), the distribution that drew them."""
+    model, tok = load_causal_lm(str(tiny_model))
+    model.eval()
+    b = pack([[6, 7, 8]], [[11, 12, tok.eos_token_id]], tok.pad_token_id, tok.eos_token_id)
+    logits = model(torch.tensor([[6, 7, 8, 11, 12, tok.eos_token_id]])).logits[0, 2:-1]
+    ref = torch.log_softmax(logits / 0.5, -1)[torch.arange(3), torch.tensor([11, 12, tok.eos_token_id])]
+    assert torch.allclose(sequence_logprobs(model, b, temperature=0.5)[0][0], ref, atol=1e-5)

@@ -118,13 +118,21 @@ def seqkd_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer) -> Metrics:
 # --------------------------------------------------------------------------------------------
 
 
-def sequence_logprobs(model: Any, seqs: SeqBatch, with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs of the response tokens, ``(B, R)``; optionally the entropies, detached."""
+def sequence_logprobs(
+    model: Any, seqs: SeqBatch, with_entropy: bool = False, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs of the response tokens, ``(B, R)``; optionally the entropies, detached.
+
+    ``temperature``: the policy gradient needs the log-probs of the distribution that *sampled*,
+    ``softmax(logits / T)``, as verl and TRL compute them; at T = 1 this is the plain model.
+    """
     R = seqs.response_ids.shape[1]
     logits = model(
         input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, position_ids=seqs.position_ids,
         logits_to_keep=R + 1,
     ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    if temperature != 1.0:
+        logits = logits / temperature
     logprobs = losses.token_logprobs(logits, seqs.response_ids)
     entropy = None
     if with_entropy:
@@ -188,6 +196,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
     mini = cfg.mini_batch_size * n  # sequences per optimizer step
     use_kl = cfg.algorithm.kl_coef > 0
     one_update = cfg.algorithm.ppo_epochs == 1 and mini >= B
+    T = cfg.rollout.temperature  # the samples came from softmax(logits / T): score them under it
 
     # Log-probs that stay fixed during the update: the reference's, and the rollout policy's. With a
     # single update per step the rollout policy *is* the current one (ratio = 1), so its log-probs
@@ -199,10 +208,10 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
             mb = seqs.rows(sl).to(roles.device)
             if use_kl:
                 with timer.phase("reference"):
-                    ref_lp.append(sequence_logprobs(roles.reference, mb)[0])
+                    ref_lp.append(sequence_logprobs(roles.reference, mb, temperature=T)[0])
             if not one_update:
                 with timer.phase("old_logprobs"):
-                    old_lp.append(sequence_logprobs(G_model, mb)[0])
+                    old_lp.append(sequence_logprobs(G_model, mb, temperature=T)[0])
 
     avg = MetricAverager()
     G_model.train()
@@ -213,7 +222,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                 i = sl.start // micro
                 mb = seqs.rows(sl).to(roles.device)
                 with timer.phase("policy_update"), roles.autocast():
-                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True)
+                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True, temperature=T)
                     old = old_lp[i] if old_lp else lp.detach()
                     mask = mb.response_mask
                     loss, m = losses.clipped_policy_loss(
