@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import math
@@ -73,7 +75,7 @@ def test_prompts_are_disjoint():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"group_size": 1}, {"stop_prob": 1.0}, {"min_length": 20}, {"disc_only_steps": 50},
+    [{"group_size": 1}, {"stop_prob": 1.0}, {"min_length": 20}, {"disc_only_steps": 200},
      {"mode_weights": (0.5, -0.5)}, {"teacher_set_size": 10_000}],
 )
 def test_config_rejects_bad_values(bad):
@@ -100,9 +102,6 @@ def reduced_run(tmp_path_factory):
     parser = argparse.ArgumentParser()
     synthetic.add_arguments(parser)
     out = tmp_path_factory.mktemp("synthetic")
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert synthetic.run(parser.parse_args(["--out", str(out), "--seed", "0", *REDUCED])) == 0
@@ -123,8 +122,24 @@ def test_command_writes_json_png_and_says_where(reduced_run):
         assert (out / "runs" / stage / "metrics.jsonl").exists()
 
 
-def test_every_method_improves_on_the_start(reduced_run):
+def test_seqkd_learns_from_the_teacher_set(reduced_run):
     _, r, _ = reduced_run
-    start = r["init"]["precision_per_token"]
-    for m in ("seqkd", "gad"):
-        assert r["methods"][m]["late"]["precision_per_token"] > start + 0.3, (m, r["methods"][m]["late"], start)
+    # At this size, seeds 0 / 1: start -4.45 / -4.57 nats/token, SeqKD's last checkpoint -2.68 / -2.47.
+    assert r["methods"]["seqkd"]["final"]["precision_per_token"] > r["init"]["precision_per_token"] + 0.5
+
+
+def test_frozen_discriminator_is_reward_hacked_where_gad_is_not(reduced_run):
+    """Claim 3 at reduced size: against a frozen D the reward climbs while D stops telling teacher
+    from student and the student's coverage of the teacher falls behind GAD's.
+
+    Measured at this size, seeds 0 / 1: reward 0.79 -> 2.16 / 0.28 -> 1.13; final D accuracy 0.14 /
+    0.31 (off-policy) against 0.81 / 0.73 (GAD); coverage -3.00 / -2.71 against -2.08 / -2.11.
+    The length drift (14.5 symbols against the teacher's 8.0 in seed 0) is not asserted: in seed 1
+    it has not started after 60 steps (6.3 against 7.8, GAD 6.6). Nothing is asserted about claim 2
+    (GAD's precision against SeqKD's), which does not reproduce here (docs/claims.md).
+    """
+    _, r, _ = reduced_run
+    off, gad = r["methods"]["offpolicy"], r["methods"]["gad"]
+    assert off["reward_trend"]["last"] > off["reward_trend"]["first"] + 0.5
+    assert off["disc_accuracy_final"] < gad["disc_accuracy_final"] - 0.3
+    assert gad["final"]["coverage_per_token"] > off["final"]["coverage_per_token"] + 0.3
