@@ -53,8 +53,8 @@ class SyntheticConfig:
     """Everything ``gad synthetic`` needs. Defaults reproduce ``docs/claims.md``."""
 
     out_dir: str | None = "runs/synthetic"
-    """Where ``synthetic.json``, ``synthetic.png`` and the runs go; ``None`` = a temporary folder,
-    deleted afterwards (tests, notebooks)."""
+    """Where ``synthetic.json``, ``synthetic.png`` and the stages' run folders (``runs/``, replaced
+    on every call) go; ``None`` = a temporary folder, deleted afterwards (tests, notebooks)."""
     seed: int = 0
     """Seeds the teacher, the prompts, the teacher set, the student's initialisation and training."""
 
@@ -428,9 +428,14 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
     Returns the dict written to ``synthetic.json``: ``config``; ``teacher`` (the teacher on its own
     samples: the best precision/coverage possible); ``init`` (the shared start); ``methods`` with,
     for ``seqkd``, ``gad`` and ``offpolicy``, ``final`` (precision/coverage per token and per
-    sequence, length, truncation and off-alphabet rates on held-out prompts), ``curve`` (the same
-    every ``eval_every`` steps, without coverage) and ``metrics`` (reward, D accuracy, length… per
-    step, from ``metrics.jsonl``); ``teacher_samples_seen`` per method; ``seconds``.
+    sequence, length, truncation and off-alphabet rates on held-out prompts, last checkpoint),
+    ``late`` (precision and length averaged over the last ``late_evals`` measurements), ``curve``
+    (held-out measurements every ``eval_every`` steps, without coverage), ``metrics`` (reward, D
+    accuracy, length… per step, from the stages' ``metrics.jsonl``), ``disc_accuracy_final`` and
+    ``reward_trend`` (first/last 10 GRPO steps), ``teacher_samples_seen``; ``seconds``.
+
+    Steps are counted on one axis: GAD's and the off-policy run's steps continue the warmup's (the
+    off-policy run's first ``offpolicy_disc_steps`` after the warmup train only its D).
     """
     import tempfile
 
