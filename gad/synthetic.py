@@ -609,5 +609,5 @@ def plot_synthetic(results: dict[str, Any], path: Path) -> None:
         ax.axvline(warm, color="gray", lw=0.8, ls="--")
         ax.set_xlabel("step (dashed: end of warmup)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
