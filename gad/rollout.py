@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from typing import Any, Protocol
 
 import torch
+from transformers import GenerationConfig
 
 
 class RolloutEngine(Protocol):
@@ -38,15 +39,19 @@ class HFRollout:
         for i, p in enumerate(prompts):  # left padding: generation continues every row at column `width`
             ids[i, width - len(p) :] = torch.tensor(p)
             mask[i, width - len(p) :] = 1
+        # A fresh GenerationConfig, not the model's: a checkpoint's own defaults (Qwen2.5 ships top_k=20,
+        # repetition_penalty=1.05) would make the samples come from another distribution than the
+        # one the policy loss assumes.
+        gen_cfg = GenerationConfig(
+            do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0, num_return_sequences=n,
+            max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+        )
         was_training = self.model.training
         self.model.eval()
         try:
             with self.autocast():
-                out = self.model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                    temperature=self.temperature, top_p=self.top_p, top_k=0, num_return_sequences=n,
-                    max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
-                )  # (len(prompts) * n, width + new), grouped by prompt
+                out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
+                # (len(prompts) * n, width + new), grouped by prompt
         finally:
             self.model.train(was_training)
         return [cut_at_eos(row, self.eos_id) for row in out[:, width:].tolist()]

@@ -62,6 +62,23 @@ def test_logprobs_from_packed_batch_match_a_plain_forward(tiny_model):
     assert torch.allclose(sequence_logprobs(model, sub)[0][0, :2], lp[1, :2], atol=1e-5)
 
 
+def test_rollout_samples_the_policy_not_the_checkpoints_generation_defaults(tiny_model):
+    """A checkpoint's generation_config (top_k, repetition penalty...) must not shape the samples."""
+    from gad.rollout import HFRollout
+
+    model, tok = load_causal_lm(str(tiny_model))
+    model.generation_config.top_k = 1  # would make every sample the argmax
+    model.generation_config.repetition_penalty = 50.0
+    torch.manual_seed(0)
+    engine = HFRollout(model, tok.pad_token_id, tok.eos_token_id, max_new_tokens=1, temperature=1.0)
+    firsts = [s[0] for s in engine.generate([[6, 7, 8]], n=64)]
+    assert len(set(firsts)) > 10  # a random tiny model is close to uniform over ~90 tokens
+    # and the empirical frequency of the likeliest token is near its probability under the policy
+    with torch.no_grad():
+        p = torch.softmax(model(torch.tensor([[6, 7, 8]])).logits[0, -1], -1)
+    assert abs(firsts.count(int(p.argmax())) / 64 - p.max().item()) < 0.1
+
+
 def test_logprobs_at_a_sampling_temperature(tiny_model):
     """The policy loss scores samples under softmax(logits / T), the distribution that drew them."""
     model, tok = load_causal_lm(str(tiny_model))
@@ -70,3 +87,4 @@ def test_logprobs_at_a_sampling_temperature(tiny_model):
     logits = model(torch.tensor([[6, 7, 8, 11, 12, tok.eos_token_id]])).logits[0, 2:-1]
     ref = torch.log_softmax(logits / 0.5, -1)[torch.arange(3), torch.tensor([11, 12, tok.eos_token_id])]
     assert torch.allclose(sequence_logprobs(model, b, temperature=0.5)[0][0], ref, atol=1e-5)
+

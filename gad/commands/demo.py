@@ -9,17 +9,16 @@ HELP = "run the embedded demo: warmup then GAD on SmolLM2-135M-Instruct with a s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/demo, or runs/demo-quick)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few tiny steps")
     parser.add_argument("--model", default="", help="student model instead of the embedded default")
     parser.add_argument("--teacher-set", default=None, help="teacher set instead of the shipped one")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted demo")
 
 
 def run(args: argparse.Namespace) -> int:
     from gad.demo import run_demo
 
-    out = run_demo(args.out, args.model, args.teacher_set, args.quick, args.resume)
+    out = run_demo(args.out, args.model, args.teacher_set, args.quick)
     print(f"gad demo: done; generator checkpoints under {out / 'gad' / 'checkpoints'}, metrics in "
           f"{out / 'warmup' / 'metrics.jsonl'} and {out / 'gad' / 'metrics.jsonl'}", file=sys.stderr)
     return 0

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gad.eval.sets import EvalDataError, Message
+from gad.eval.sets import EvalDataError
+from gad.rows import Message, iter_rows
 
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -75,25 +76,16 @@ def read_generations(path: str | os.PathLike) -> dict[tuple[str, str], Generatio
     if not file.is_file():
         raise FileNotFoundError(f"no generations at {file} (expected {GENERATIONS_FILE} in the folder)")
     out: dict[tuple[str, str], Generation] = {}
-    with file.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalDataError(f"{file}:{line_no}: not valid JSON ({e.msg})") from None
-            g = _parse(row, file, line_no)
-            out[g.key] = g
+    for where, _, row in iter_rows(file, EvalDataError):
+        g = _parse(row, where)
+        out[g.key] = g
     return out
 
 
-def _parse(row: Any, file: Path, line_no: int) -> Generation:
+def _parse(row: dict[str, Any], where: str) -> Generation:
     def bad(name: str, problem: str) -> EvalDataError:
-        return EvalDataError(f"{file}:{line_no}: field '{name}': {problem}")
+        return EvalDataError(f"{where}: field '{name}': {problem}")
 
-    if not isinstance(row, dict):
-        raise EvalDataError(f"{file}:{line_no}: expected a JSON object")
     for name in ("set", "id", "response"):
         if name not in row:
             raise bad(name, "missing")

@@ -2,7 +2,8 @@
 
 Every loader returns a list of :class:`EvalItem`. The format of a file is detected from its fields
 (and, for the one ambiguous case, nothing else is needed: Vicuna and MT-Bench share FastChat's
-question format and are read the same way). Errors name the file, the line and the field.
+question format and are read the same way). Errors name the file, the line (``item N`` of a JSON
+list, ``row N`` of parquet) and the field.
 
 Formats (all read from their upstream files as-is; see ``shared/data/SOURCES.md``):
 
@@ -20,20 +21,20 @@ format          fields                                       prompt / reference
                 (a JSON list, or JSONL)                      ``dataset`` becomes the category)
 ==============  ===========================================  =====================================
 
-An instruction and its input are joined as ``instruction + "\\n\\n" + input`` (input omitted when
-empty), the usual single-turn rendering of these sets.
+Rows are read, and prompts turned into chats, by :mod:`gad.rows`, as for teacher sets and the
+teacher's prompts: an instruction and its input are joined as ``instruction + "\\n\\n" + input``
+(input omitted when empty), the usual single-turn rendering of these sets.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-Message = dict[str, str]
+from gad.rows import Message, instruction_to_messages, iter_rows, text_field, turns_to_messages
 
 FORMATS = ("teacher", "fastchat", "selfinst", "dolly", "alpaca")
 
@@ -96,39 +97,6 @@ class EvalSet:
 # Reading rows
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields ``(line_number, row)``; a ``.json`` file is a list and its rows are numbered from 1."""
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise EvalDataError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, list):
-            raise EvalDataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
-        for i, row in enumerate(data, start=1):
-            if not isinstance(row, dict):
-                raise EvalDataError(f"{path}: element {i}: expected an object, got {type(row).__name__}")
-            yield i, row
-        return
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq  # only teacher sets come as parquet
-
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield i, row
-        return
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalDataError(f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise EvalDataError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-            yield i, row
-
-
 def detect_format(row: dict[str, Any]) -> str | None:
     """The format a row's fields belong to, or ``None`` (see the module docstring)."""
     keys = set(row)
@@ -146,25 +114,18 @@ def detect_format(row: dict[str, Any]) -> str | None:
 
 
 class _Row:
-    """Field access that raises :class:`EvalDataError` naming file, line and field."""
+    """Field access that raises :class:`EvalDataError` naming file, line and field (``prefix`` + name)."""
 
-    def __init__(self, path: Path, line: int, row: dict[str, Any]):
-        self.path, self.line, self.row = path, line, row
+    def __init__(self, where: str, row: dict[str, Any], prefix: str = ""):
+        self.where, self.row, self.prefix = where, row, prefix
 
     def error(self, field_name: str, problem: str) -> EvalDataError:
-        return EvalDataError(f"{self.path}:{self.line}: field '{field_name}': {problem}")
+        return EvalDataError(f"{self.where}: field '{self.prefix}{field_name}': {problem}")
 
     def text(self, name: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
-        if name not in self.row or self.row[name] is None:
-            if required:
-                raise self.error(name, "missing")
+        if self.row.get(name) is None and not required:
             return None
-        value = self.row[name]
-        if not isinstance(value, str):
-            raise self.error(name, f"expected a string, got {type(value).__name__}")
-        if not allow_empty and not value.strip():
-            raise self.error(name, "empty")
-        return value
+        return text_field(self.row.get(name), self.where, self.prefix + name, EvalDataError, allow_empty=allow_empty)
 
     def ident(self, name: str) -> str:
         if name not in self.row:
@@ -175,21 +136,13 @@ class _Row:
         return str(value)
 
 
-def _user(content: str) -> list[Message]:
-    return [{"role": "user", "content": content}]
-
-
-def _join(instruction: str, extra: str | None) -> str:
-    return instruction if not extra or not extra.strip() else f"{instruction}\n\n{extra}"
-
-
 def _teacher(r: _Row, index: int) -> EvalItem:
     # The teacher-set schema has one home, gad.data (which also accepts the "prompt" and the paper's
     # "content" variants); imported here because it brings torch along.
     from gad.data import TeacherSetError, parse_row
 
     try:
-        row = parse_row(r.row, f"{r.path}:{r.line}")
+        row = parse_row(r.row, r.where)
     except TeacherSetError as e:
         raise EvalDataError(str(e)) from None
     meta = r.row.get("meta") or {}
@@ -205,36 +158,25 @@ def _teacher(r: _Row, index: int) -> EvalItem:
 
 
 def _fastchat(r: _Row, index: int) -> EvalItem:
-    turns = r.row["turns"]
-    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
-        raise r.error("turns", "expected a non-empty list of strings")
-    if not turns[0].strip():
-        raise r.error("turns[0]", "empty")
-    meta: dict[str, Any] = {"n_turns": len(turns)}
+    messages = turns_to_messages(r.row, r.where, EvalDataError)
+    meta: dict[str, Any] = {"n_turns": len(r.row["turns"])}
     if "reference" in r.row:  # MT-Bench's answers for math/reasoning/coding: hints for a judge, per turn
         meta["judge_reference"] = r.row["reference"]
     return EvalItem(
         id=r.ident("question_id"),
-        messages=_user(turns[0]),
+        messages=messages,
         category=r.text("category", required=False),
         meta=meta,
     )
 
 
 def _selfinst(r: _Row, index: int) -> EvalItem:
-    instances = r.row["instances"]
-    if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
-        raise r.error("instances", "expected a non-empty list of {input, output} objects")
-    first = _Row(r.path, r.line, instances[0])
-    try:
-        text_in = first.text("input", required=False, allow_empty=True)
-        text_out = first.text("output", required=False, allow_empty=True)
-    except EvalDataError as e:
-        raise EvalDataError(str(e).replace("field '", "field 'instances[0].")) from None
+    messages = instruction_to_messages(r.row, r.where, EvalDataError)  # checks instances[0] too
+    text_out = _Row(r.where, r.row["instances"][0], "instances[0].").text("output", required=False, allow_empty=True)
     meta = {k: v for k, v in r.row.items() if k not in ("id", "instruction", "instances")}
     return EvalItem(
         id=r.ident("id"),
-        messages=_user(_join(r.text("instruction"), text_in)),
+        messages=messages,
         reference=text_out or None,
         category=meta.get("motivation_app"),
         meta=meta,
@@ -242,10 +184,11 @@ def _selfinst(r: _Row, index: int) -> EvalItem:
 
 
 def _dolly(r: _Row, index: int) -> EvalItem:
+    messages = instruction_to_messages(r.row, r.where, EvalDataError)
     context = r.text("context", required=False, allow_empty=True)
     return EvalItem(
         id=r.ident("id") if "id" in r.row else str(index),
-        messages=_user(_join(r.text("instruction"), context)),
+        messages=messages,
         reference=r.text("response", allow_empty=True),
         category=r.text("category", required=False),
         meta={"has_context": bool(context and context.strip())},
@@ -253,12 +196,11 @@ def _dolly(r: _Row, index: int) -> EvalItem:
 
 
 def _alpaca(r: _Row, index: int) -> EvalItem:
-    instruction = r.text("instruction")
-    extra = r.text("input", required=False, allow_empty=True)  # Alpaca-style rows; AlpacaEval has none
+    messages = instruction_to_messages(r.row, r.where, EvalDataError)  # + Alpaca's input; AlpacaEval has none
     meta = {k: v for k, v in r.row.items() if k not in ("instruction", "input", "output", "dataset")}
     return EvalItem(
         id=r.ident("id") if "id" in r.row else str(index),
-        messages=_user(_join(instruction, extra)),
+        messages=messages,
         reference=r.text("output", allow_empty=True),
         category=r.text("dataset", required=False),
         meta=meta,
@@ -292,25 +234,26 @@ def load_eval_set(path: str | os.PathLike, *, format: str | None = None, name: s
     if format is not None and format not in FORMATS:
         raise EvalDataError(f"{path}: unknown format {format!r}; use one of {', '.join(FORMATS)}")
     items: list[EvalItem] = []
-    seen: dict[str, int] = {}
-    for index, (line, row) in enumerate(_rows(path)):
+    seen: dict[str, str] = {}
+    for index, (where, _, row) in enumerate(iter_rows(path, EvalDataError)):
         if format is None:
             format = detect_format(row)
             if format is None:
                 raise EvalDataError(
-                    f"{path}:{line}: cannot tell the format from the fields {sorted(row)}; expected one of: "
+                    f"{where}: cannot tell the format from the fields {sorted(row)}; expected one of: "
                     "teacher (id, messages, teacher_response), fastchat (question_id, turns), "
                     "selfinst (instruction, instances), dolly (instruction, context, response), "
                     "alpaca (instruction, output)"
                 )
-        r = _Row(path, line, row)
+        r = _Row(where, row)
         for required in _REQUIRED[format]:
             if required not in row:
                 raise r.error(required, f"missing (required by the {format} format)")
         item = _PARSERS[format](r, index)
         if item.id in seen:
-            raise r.error("id", f"duplicate id {item.id!r} (first on line {seen[item.id]})")
-        seen[item.id] = line
+            raise r.error("id", f"duplicate id {item.id!r} (first on {seen[item.id]})")
+        place = where.rsplit(":", 1)[-1]  # "12", "item 12" or "row 12"
+        seen[item.id] = f"line {place}" if place.isdigit() else place
         items.append(item)
     if not items:
         raise EvalDataError(f"{path}: no rows")

@@ -123,8 +123,8 @@ def sequence_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs of the response tokens, ``(B, R)``; optionally the entropies, detached.
 
-    ``temperature``: the policy gradient needs the log-probs of the distribution that *sampled*,
-    ``softmax(logits / T)``, as verl and TRL compute them; at T = 1 this is the plain model.
+    ``temperature``: the sampling temperature, so the log-probs are those of the distribution the
+    samples came from (as verl and TRL compute them); 1 for teacher-forced SFT.
     """
     R = seqs.response_ids.shape[1]
     logits = model(
@@ -195,8 +195,8 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
     micro = cfg.train.micro_batch_size
     mini = cfg.mini_batch_size * n  # sequences per optimizer step
     use_kl = cfg.algorithm.kl_coef > 0
+    temp = cfg.rollout.temperature
     one_update = cfg.algorithm.ppo_epochs == 1 and mini >= B
-    T = cfg.rollout.temperature  # the samples came from softmax(logits / T): score them under it
 
     # Log-probs that stay fixed during the update: the reference's, and the rollout policy's. With a
     # single update per step the rollout policy *is* the current one (ratio = 1), so its log-probs
@@ -208,10 +208,10 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
             mb = seqs.rows(sl).to(roles.device)
             if use_kl:
                 with timer.phase("reference"):
-                    ref_lp.append(sequence_logprobs(roles.reference, mb, temperature=T)[0])
+                    ref_lp.append(sequence_logprobs(roles.reference, mb, temperature=temp)[0])
             if not one_update:
                 with timer.phase("old_logprobs"):
-                    old_lp.append(sequence_logprobs(G_model, mb, temperature=T)[0])
+                    old_lp.append(sequence_logprobs(G_model, mb, temperature=temp)[0])
 
     avg = MetricAverager()
     G_model.train()
@@ -222,7 +222,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                 i = sl.start // micro
                 mb = seqs.rows(sl).to(roles.device)
                 with timer.phase("policy_update"), roles.autocast():
-                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True, temperature=T)
+                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True, temperature=temp)
                     old = old_lp[i] if old_lp else lp.detach()
                     mask = mb.response_mask
                     loss, m = losses.clipped_policy_loss(

@@ -155,7 +155,7 @@ def test_errors_name_file_line_and_field(tmp_path, rows, message):
 def test_json_list_errors_and_missing_file(tmp_path):
     p = tmp_path / "x.json"
     p.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "", "output": "b"}]))
-    with pytest.raises(EvalDataError, match=r"x.json:2: field 'instruction': empty"):
+    with pytest.raises(EvalDataError, match=r"x.json:item 2: field 'instruction': empty"):
         load_eval_set(p)
     with pytest.raises(FileNotFoundError):
         load_eval_set(tmp_path / "missing.jsonl")

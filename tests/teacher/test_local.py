@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
+import torch
+import transformers
 
 from gad.teacher import ChatRequest, GenerationSettings, LocalBackend, collect  # noqa: E402
 

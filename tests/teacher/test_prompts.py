@@ -44,7 +44,7 @@ def test_system_prompt_and_duplicates(tmp_path):
     ([{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
      r"p.jsonl:1: field 'messages': the last message must be the user's"),
     ([{"prompt": 3}], r"p.jsonl:1: field 'prompt': expected a string"),
-    ([{"text": "x"}], r"p.jsonl:1: no prompt field"),
+    ([{"text": "x"}], r"p.jsonl:1: field 'messages': missing"),
     ([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}], r"p.jsonl:2: field 'id': 'a' was already used by .*p.jsonl:1"),
     ([{"instruction": "do", "instances": []}], r"p.jsonl:1: field 'instances'"),
 ])

@@ -1,0 +1,71 @@
+"""gad.rows: the one row reader and prompt-format converter behind teacher sets, prompts and eval sets."""
+
+import json
+
+import pytest
+
+from gad.rows import iter_rows, messages_id, row_to_messages
+
+
+class Bad(ValueError):
+    pass
+
+
+def test_where_labels_for_each_file_kind(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.jsonl").write_text('{"prompt": "x"}\n\n{"prompt": "y"}\n')
+    (tmp_path / "b.json").write_text(json.dumps([{"prompt": "x"}, {"prompt": "y"}], indent=2))
+    (tmp_path / "c.json").write_text('{"prompt": "x"}\n{"prompt": "y"}\n')  # JSON lines under a .json name
+    pq.write_table(pa.table({"prompt": ["x", "y"]}), tmp_path / "d.parquet")
+    labels = {name: [where.split(":", 1)[1] for where, _, _ in iter_rows(tmp_path / name)]
+              for name in ("a.jsonl", "b.json", "c.json", "d.parquet")}
+    assert labels == {"a.jsonl": ["1", "3"], "b.json": ["item 1", "item 2"], "c.json": ["1", "2"],
+                      "d.parquet": ["row 1", "row 2"]}
+
+
+def test_bad_rows_raise_the_callers_error_or_are_yielded(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_text('{"prompt": "x"}\n[1]\n{"prompt": }\n')
+    with pytest.raises(Bad, match=r"t.jsonl:2: expected a JSON object, got list"):
+        list(iter_rows(p, Bad))
+    rows = list(iter_rows(p, Bad, keep_going=True))
+    assert rows[0][2] == {"prompt": "x"} and isinstance(rows[1][2], Bad)
+    assert str(rows[2][2]).endswith("t.jsonl:3: not valid JSON (Expecting value at column 12)")
+    (tmp_path / "l.json").write_text('[\n {"prompt": "x"},\n {"prompt": }\n]')
+    with pytest.raises(Bad, match=r"l.json: not valid JSON \(Expecting value at line 3 column 13\)"):
+        list(iter_rows(tmp_path / "l.json", Bad))
+    with pytest.raises(Bad, match="no such file"):
+        list(iter_rows(tmp_path / "missing.jsonl", Bad))
+
+
+@pytest.mark.parametrize("row, content", [
+    ({"messages": [{"role": "user", "content": "m"}]}, "m"),
+    ({"content": [{"role": "user", "content": "c"}]}, "c"),
+    ({"prompt": "p"}, "p"),
+    ({"turns": ["first", "second"]}, "first"),
+    ({"instruction": "do", "instances": [{"input": "this", "output": "o"}]}, "do\n\nthis"),
+    ({"instruction": "do", "context": " "}, "do"),
+    ({"instruction": "do", "input": "that"}, "do\n\nthat"),
+])
+def test_every_public_format_becomes_a_user_turn(row, content):
+    assert row_to_messages(row, "f:1")[-1] == {"role": "user", "content": content}
+
+
+@pytest.mark.parametrize("row, match", [
+    ({"messages": [{"role": "user", "content": " "}]}, r"f:1: field 'messages\[0\].content': empty"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+     r"f:1: field 'messages': the last message must be the user's turn"),
+    ({"turns": []}, r"f:1: field 'turns': expected a non-empty list of strings"),
+    ({"instruction": "do", "input": 3}, r"f:1: field 'input': expected a string, got int"),
+    ({"text": "x"}, r"f:1: field 'messages': missing .*found \['text'\]"),
+])
+def test_bad_prompts_name_the_field(row, match):
+    with pytest.raises(Bad, match=match):
+        row_to_messages(row, "f:1", Bad)
+
+
+def test_messages_id_is_pinned():
+    # Resuming a teacher collection matches these ids across runs: a change here orphans stored rows.
+    assert messages_id([{"role": "user", "content": "hello"}]) == "hd98167dd28f22e33"
