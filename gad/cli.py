@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "humaneval": "gad.commands.humaneval",
     "humaneval-score": "gad.commands.humaneval_score",
     "toy": "gad.commands.toy",
+    "synthetic": "gad.commands.synthetic",
 }
 
 

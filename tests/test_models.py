@@ -77,3 +77,14 @@ def test_rollout_samples_the_policy_not_the_checkpoints_generation_defaults(tiny
     with torch.no_grad():
         p = torch.softmax(model(torch.tensor([[6, 7, 8]])).logits[0, -1], -1)
     assert abs(firsts.count(int(p.argmax())) / 64 - p.max().item()) < 0.1
+
+
+def test_logprobs_at_a_sampling_temperature(tiny_model):
+    """The policy loss scores samples under softmax(logits / T), the distribution that drew them."""
+    model, tok = load_causal_lm(str(tiny_model))
+    model.eval()
+    b = pack([[6, 7, 8]], [[11, 12, tok.eos_token_id]], tok.pad_token_id, tok.eos_token_id)
+    logits = model(torch.tensor([[6, 7, 8, 11, 12, tok.eos_token_id]])).logits[0, 2:-1]
+    ref = torch.log_softmax(logits / 0.5, -1)[torch.arange(3), torch.tensor([11, 12, tok.eos_token_id])]
+    assert torch.allclose(sequence_logprobs(model, b, temperature=0.5)[0][0], ref, atol=1e-5)
+

@@ -72,6 +72,27 @@ def test_each_stage_trains_logs_and_checkpoints(stage, tiny_model, teacher_set, 
     assert state["step"] == result.step and "rng" in state and "gen" in state["optimizers"]
 
 
+def test_policy_update_scores_samples_at_the_sampling_temperature(tiny_model, teacher_set, tmp_path, monkeypatch):
+    """Samples drawn at temperature T are scored under softmax(logits / T) by the policy, the old
+    policy and the reference alike (as verl and TRL do); SFT stays at T = 1."""
+    from gad.trainer import steps
+
+    seen: list[float] = []
+    real = steps.sequence_logprobs
+
+    def spy(model, seqs, with_entropy=False, temperature=1.0):
+        seen.append(temperature)
+        return real(model, seqs, with_entropy, temperature)
+
+    monkeypatch.setattr(steps, "sequence_logprobs", spy)
+    api.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", rollout__temperature=0.7,
+                      train__max_steps=1, algorithm__ppo_epochs=2))
+    assert seen and set(seen) == {0.7}
+    seen.clear()
+    api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "s", rollout__temperature=0.7, train__max_steps=1))
+    assert seen and set(seen) == {1.0}
+
+
 def test_warmup_output_starts_train(tiny_model, teacher_set, tmp_path):
     w = api.warmup(cfg_for("warmup", tiny_model, teacher_set, tmp_path / "w"))
     t = api.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", train__init_from=tmp_path / "w"))
