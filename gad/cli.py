@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "train": "gad.commands.stages",
     "offpolicy": "gad.commands.stages",
     "demo": "gad.commands.demo",
+    "report": "gad.commands.report",
     "eval": "gad.commands.eval",
     "eval-compare": "gad.commands.eval_compare",
     "humaneval": "gad.commands.humaneval",

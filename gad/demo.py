@@ -91,4 +91,7 @@ def run_demo(out: str | Path | None = None, model: str = "", teacher_set: str | 
     warm, gad = demo_configs(out, model, teacher_set, quick)
     warmup(warm, resume=True)
     train(gad, resume=True)
+    from gad.report import write_report
+
+    write_report([out / "warmup", out / "gad"], out)
     return out

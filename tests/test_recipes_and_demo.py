@@ -43,3 +43,4 @@ def test_demo_quick_end_to_end(tiny_model, tmp_path):
             rows = [json.loads(x) for x in (out / stage / "metrics.jsonl").read_text().splitlines()]
             assert [r["step"] for r in rows] == [1, 2] and "disc/accuracy" in rows[-1]
     assert (out / "gad" / "checkpoints" / "step-000002" / "generator" / "model.safetensors").exists()
+    assert (out / "report.html").exists() and (out / "gad-curves.png").exists()

@@ -19,6 +19,6 @@ def run(args: argparse.Namespace) -> int:
     from gad.demo import run_demo
 
     out = run_demo(args.out, args.model, args.teacher_set, args.quick)
-    print(f"gad demo: done; generator checkpoints under {out / 'gad' / 'checkpoints'}, metrics in "
-          f"{out / 'warmup' / 'metrics.jsonl'} and {out / 'gad' / 'metrics.jsonl'}", file=sys.stderr)
+    print(f"gad demo: done; report {out / 'report.html'}; generator checkpoints under "
+          f"{out / 'gad' / 'checkpoints'}", file=sys.stderr)
     return 0
