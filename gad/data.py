@@ -27,7 +27,6 @@ class TeacherRow:
     id: str
     messages: list[dict[str, str]]
     teacher_response: str
-    line: int
 
 
 @dataclass
@@ -77,9 +76,7 @@ def parse_row(obj: Any, where: str) -> TeacherRow:
         rid = messages_id(messages)
     elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
         raise TeacherSetError(f"{where}: field 'id': must be a string or integer")
-    tail = where.rsplit(":", 1)[-1].split()  # "12", or "row 12" / "item 12"
-    line = int(tail[-1]) if tail and tail[-1].isdigit() else 0
-    return TeacherRow(str(rid), messages, resp, line)
+    return TeacherRow(str(rid), messages, resp)
 
 
 def read_teacher_set(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[TeacherRow], DataStats]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,4 +110,4 @@ def build_roles(cfg: Config, initial_generator: str, generator_path: str, discri
             cfg.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, autocast=accelerator.autocast,
         )
     return Roles(cfg, accelerator, tokenizer, generator, reference, discriminator, rollout, optimizers,
-                 schedulers, initial_generator=str(Path(initial_generator)) if initial_generator else "")
+                 schedulers, initial_generator=initial_generator)

@@ -90,7 +90,7 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
         "reward/mean": rewards.mean().item(),
         "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
         "reward/group_std": rewards.std(dim=1).mean().item(),
-        **response_stats(seqs),
+        **response_stats(samples, roles.eos_id),
     }
 
 
@@ -104,8 +104,7 @@ def warmup_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, train_gener
     _, metrics = discriminator_phase(roles, batch, samples, timer, update=True)
     if train_generator:
         metrics.update(sft_phase(roles, batch, timer))
-    seqs = pack([p for p in batch.prompts for _ in range(n)], samples, roles.pad_id, roles.eos_id)
-    return {**metrics, **response_stats(seqs)}
+    return {**metrics, **response_stats(samples, roles.eos_id)}
 
 
 def seqkd_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer) -> Metrics:
@@ -263,10 +262,10 @@ def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
     return metrics
 
 
-def response_stats(seqs: SeqBatch) -> Metrics:
-    lengths = seqs.response_lengths.float()
+def response_stats(samples: list[list[int]], eos_id: int) -> Metrics:
+    lengths = torch.tensor([len(s) for s in samples], dtype=torch.float)
     return {
         "gen/response_length_mean": lengths.mean().item(),
         "gen/response_length_max": lengths.max().item(),
-        "gen/truncation_rate": seqs.truncated.float().mean().item(),
+        "gen/truncation_rate": sum(not s or s[-1] != eos_id for s in samples) / len(samples),
     }
