@@ -68,3 +68,25 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def teacher_set(tmp_path: Path) -> Path:
     return make_teacher_set(tmp_path / "teacher.jsonl")
+
+
+@pytest.fixture
+def fake_api():
+    """A loopback chat-completions server (tests/teacher/fake_api.py). Factory: ``fake_api(fault_rate=...,
+    script=...)`` starts one, stopped after the test."""
+    from tests.teacher.fake_api import FakeChatAPI
+    from tests.teacher.harness import API_KEY
+
+    servers: list[FakeChatAPI] = []
+
+    def start(**kwargs) -> FakeChatAPI:
+        kwargs.setdefault("api_key", API_KEY)
+        kwargs.setdefault("retry_after", "0.05")
+        kwargs.setdefault("hang_s", 5.0)
+        server = FakeChatAPI(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
