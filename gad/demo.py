@@ -1,14 +1,30 @@
-"""The embedded default: a teacher, a student and a teacher set that run on a laptop CPU, offline.
+"""The embedded default: the whole GAD pipeline on a laptop CPU, offline, in about 15 minutes.
 
-The default teacher is the embedded SmolLM2-135M-Instruct *steered by a hidden system prompt and
-hidden examples* of a distinctive answer style (brief answers that open with "In short:"). Only
-its text crosses the teacher boundary, as with an API teacher; the student never sees the hidden
-prompt, so distillation has to bake it into the weights (context distillation).
+``run_demo`` runs, in one folder (each phase resumes if the demo is run again):
+
+1. **teacher**: a black-box teacher answers the bundled prompts (train and held-out) through the
+   same collection loop as an API teacher (:func:`gad.teacher.collect`). The default teacher is the
+   embedded SmolLM2-135M-Instruct *steered by a hidden system prompt and hidden examples* of a
+   distinctive style (brief answers that open with "In short:"); only its text crosses the teacher
+   boundary, so distillation has to bake the hidden context into the weights (context
+   distillation). ``teacher_model`` uses an OpenAI-compatible API instead.
+2. **seqkd**: the SeqKD baseline, cross-entropy on the teacher's answers.
+3. **warmup**: D learns Bradley-Terry on (teacher, SeqKD student's samples). The paper's warmup also
+   trains G by the same cross-entropy for an epoch; here G *is* the SeqKD student, so the SeqKD and
+   GAD rows of the comparison differ by exactly the adversarial stage.
+4. **gad**: GAD steps from the warmup checkpoint (G and D).
+5. **eval**: the untrained, SeqKD and GAD students answer the held-out prompts (greedy);
+   distinguishability from the teacher, n-gram F1, ROUGE-L, lengths, and the style rate.
+6. **report**: ``report.html`` / ``report.md`` (:func:`gad.report.write_report`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
+import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +37,43 @@ HIDDEN_CONTEXT = [
     {"role": "assistant", "content": "In short: water absorbs red light and scatters blue light, so the sea looks blue."},
 ]
 STYLE_MARKER = "In short:"
+STUDENTS = ("untrained", "seqkd", "gad")
+
+
+class DemoError(RuntimeError):
+    """A phase could not finish (e.g. teacher requests failed); what was done is kept for the rerun."""
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How much of each phase the demo runs. Sized on a 2-core CPU with SmolLM2-135M (fp32):
+    teacher answers to 220 prompts ~160 s, a SeqKD step of 8 answers ~5 s, a D-only warmup step ~12 s,
+    a GAD step of 4 prompts × 4 samples × ≤64 tokens ~31 s, greedy answers to 60 held-out prompts
+    ~35 s per student: about 14 minutes in all (plus ~35 s to convert the model on a fresh machine)."""
+
+    train_prompts: int = 160
+    heldout_prompts: int = 60
+    teacher_max_tokens: int = 64
+    teacher_temperature: float = 0.7
+    seqkd_steps: int = 20
+    """× ``sft_batch`` = one epoch over the train prompts."""
+    sft_batch: int = 8
+    warmup_steps: int = 4
+    gad_steps: int = 12
+    batch_size: int = 4
+    n: int = 4
+    max_new_tokens: int = 64
+    lr: float = 1e-5
+    """Far above the paper's 1e-6: a 15-minute run has ~30 updates, the paper thousands."""
+    eval_max_new_tokens: int = 96
+    eval_batch: int = 20
+    examples: int = 4
+    """Held-out prompts shown with every model's answer side by side in the report."""
+
+
+FULL = DemoPlan()
+QUICK = DemoPlan(train_prompts=24, heldout_prompts=12, teacher_max_tokens=32, seqkd_steps=3, warmup_steps=1,
+                 gad_steps=2, batch_size=2, n=2, max_new_tokens=32, eval_max_new_tokens=32, eval_batch=12)
 
 
 def resource_path(name: str) -> Path:
@@ -33,65 +86,195 @@ def demo_prompts(split: str | None = None) -> list[dict[str, Any]]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
-def generate_demo_teacher_set(
-    out: str | Path, model: str | None = None, max_new_tokens: int = 96, temperature: float = 0.7,
-    batch_size: int = 16, seed: int = 0,
-) -> Path:
-    """Answer every bundled prompt with the hidden-context teacher; write the teacher-set JSONL."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from gad.data import template_prompt
-    from gad.models import load_causal_lm
-    from gad.rollout import HFRollout
-
-    torch.manual_seed(seed)
-    lm, tok = load_causal_lm(model)
-    engine = HFRollout(lm, tok.pad_token_id, tok.eos_token_id, max_new_tokens, temperature)
-    rows = demo_prompts()
-    out = Path(out)
-    with out.open("w") as f:
-        for i in tqdm(range(0, len(rows), batch_size), desc="teacher", unit="batch"):
-            chunk = rows[i : i + batch_size]
-            prompts = [template_prompt(tok, HIDDEN_CONTEXT + r["messages"]) for r in chunk]
-            for r, ids in zip(chunk, engine.generate(prompts, n=1)):
-                text = tok.decode(ids, skip_special_tokens=True).strip()
-                meta = {"teacher": "smollm2-135m-instruct+hidden-context", "split": r["split"],
-                        "finish_reason": "stop" if ids and ids[-1] == tok.eos_token_id else "length"}
-                f.write(json.dumps({"id": r["id"], "messages": r["messages"], "teacher_response": text, "meta": meta}) + "\n")
-    return out
+def _steps(n: int) -> str:
+    return f"{n} step" + ("" if n == 1 else "s")
 
 
-def demo_configs(out: str | Path, model: str = "", teacher_set: str | Path | None = None, quick: bool = False) -> list[Any]:
-    """Warmup then GAD on the shipped teacher set, sized for a 2-core CPU (``quick``: a smoke run)."""
+def _phase(i: int, name: str, what: str) -> None:
+    print(f"\ngad demo [{i}/6] {name}: {what}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. The teacher
+
+
+def teacher_backend(plan: DemoPlan, model: str = "", teacher_model: str | None = None,
+                    base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> Any:
+    """The demo's black box: an API model when ``teacher_model`` is given, else the local student
+    model behind a hidden context."""
+    from gad.teacher import GenerationSettings
+
+    if teacher_model:
+        from gad.teacher import OpenAIBackend
+        from gad.teacher.redact import api_key_from_env
+
+        key = api_key_from_env(api_key_env, required=base_url is None)
+        settings = GenerationSettings(model=teacher_model, max_tokens=plan.teacher_max_tokens)
+        return OpenAIBackend(settings, api_key=key, base_url=base_url, concurrency=16)
+    from gad.teacher import LocalBackend
+    from gad.teacher.context import HiddenContextBackend
+
+    settings = GenerationSettings(model=model or "smollm2-135m-instruct", max_tokens=plan.teacher_max_tokens,
+                                  temperature=plan.teacher_temperature, seed=0)
+    return HiddenContextBackend(LocalBackend(settings, model or None, batch_size=16), HIDDEN_CONTEXT)
+
+
+def collect_teacher(out: Path, plan: DemoPlan, backend: Any) -> tuple[Path, Path, int]:
+    """Teacher answers for the plan's train and held-out prompts → ``teacher-train.jsonl`` and
+    ``teacher-heldout.jsonl`` (from the resumable store ``teacher.jsonl``), and how many prompts
+    were sent this time (0 when all were answered before)."""
+    from gad.teacher import ChatRequest, collect, read_rows
+
+    rows = demo_prompts("train")[: plan.train_prompts] + demo_prompts("heldout")[: plan.heldout_prompts]
+    requests = [ChatRequest(r["id"], r["messages"], {"split": r["split"]}) for r in rows]
+    extra = backend.fingerprint_extra() if hasattr(backend, "fingerprint_extra") else None
+    summary = collect(requests, backend, out / "teacher.jsonl", fingerprint_extra=extra)
+    if summary.stopped == "interrupted":
+        raise KeyboardInterrupt
+    if not summary.complete:
+        raise DemoError(f"teacher collection incomplete ({summary.stopped or f'{summary.failed} failed'}); "
+                           "run the demo again to retry the missing prompts")
+    wanted = {r.id for r in requests}
+    paths = {}
+    for split in ("train", "heldout"):
+        paths[split] = out / f"teacher-{split}.jsonl"
+        kept = [r for r in read_rows(out / "teacher.jsonl") if r.get("split") == split and r["id"] in wanted]
+        paths[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+    return paths["train"], paths["heldout"], summary.to_send
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2-4. SeqKD, warmup, GAD
+
+
+def stage_configs(out: Path, plan: DemoPlan, model: str, train_file: Path) -> dict[str, Any]:
+    """The three training stages' configs, in order: seqkd → warmup (init: seqkd) → gad (init: warmup)."""
     from gad.config import DEFAULT_MODEL, load_config
 
-    out = Path(out)
-    data = str(teacher_set or resource_path("demo_teacher.jsonl"))
-    size = (
-        ["train.batch_size=2", "rollout.n=2", "rollout.max_new_tokens=16", "train.max_steps=2", "algorithm.disc_only_steps=1"]
-        if quick else
-        ["train.batch_size=4", "rollout.n=4", "rollout.max_new_tokens=64", "train.max_steps=4", "algorithm.disc_only_steps=2"]
-    )
-    common = [f"data.train_file={data}", f"generator.model={model or DEFAULT_MODEL}", "data.max_response_length=128",
-              "train.micro_batch_size=8", "generator.lr=5e-6", "discriminator.lr=5e-6", "train.save_every=100", *size]
-    warm = load_config(None, [*common, f"train.output_dir={out / 'warmup'}"], stage="warmup")
-    gad = load_config(None, [*common, f"train.output_dir={out / 'gad'}", f"train.init_from={out / 'warmup'}"],
-                      stage="train", check_files=False)
-    return [warm, gad]
+    common = [f"data.train_file={train_file}", f"generator.model={model or DEFAULT_MODEL}",
+              f"data.max_response_length={plan.teacher_max_tokens + 1}", "train.micro_batch_size=8",
+              f"generator.lr={plan.lr}", f"discriminator.lr={plan.lr}", "train.save_every=1000", "train.keep_last=1"]
+    rl = [f"train.batch_size={plan.batch_size}", f"rollout.n={plan.n}", f"rollout.max_new_tokens={plan.max_new_tokens}"]
+    stages = {
+        "seqkd": ("seqkd", [f"train.batch_size={plan.sft_batch}", f"train.max_steps={plan.seqkd_steps}"]),
+        "warmup": ("warmup", [*rl, f"train.max_steps={plan.warmup_steps}",
+                              f"algorithm.disc_only_steps={plan.warmup_steps}", f"train.init_from={out / 'seqkd'}"]),
+        "gad": ("train", [*rl, f"train.max_steps={plan.gad_steps}", f"train.init_from={out / 'warmup'}"]),
+    }
+    return {name: load_config(None, [*common, *extra, f"train.output_dir={out / name}"], stage=stage, check_files=False)
+            for name, (stage, extra) in stages.items()}
 
 
-def run_demo(out: str | Path | None = None, model: str = "", teacher_set: str | Path | None = None,
-             quick: bool = False) -> Path:
-    """The whole demo; returns the run folder. Running it again continues where it stopped (or,
-    if it finished, only prints where its outputs are)."""
-    from gad.api import train, warmup
+def _final_checkpoint(run_dir: Path, steps: int) -> Path | None:
+    path = run_dir / "checkpoints" / f"step-{steps:06d}"
+    return path if (path / "state.pt").exists() else None
 
-    out = Path(out or ("runs/demo-quick" if quick else "runs/demo"))
-    warm, gad = demo_configs(out, model, teacher_set, quick)
-    warmup(warm, resume=True)
-    train(gad, resume=True)
+
+def run_stage_once(name: str, cfg: Any) -> tuple[Path, bool]:
+    """Runs (or resumes) a stage; a finished one is not loaded again. Returns its last checkpoint
+    and whether anything ran."""
+    from gad.api import seqkd, train, warmup
+
+    done = _final_checkpoint(Path(cfg.train.output_dir), cfg.train.max_steps)
+    if done is not None:
+        print(f"gad demo: {name} already finished ({done})", file=sys.stderr)
+        return done, False
+    result = {"seqkd": seqkd, "warmup": warmup, "train": train}[cfg.stage](cfg, resume=True)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return Path(result.checkpoint), True
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Evaluation
+
+
+def evaluate_students(out: Path, plan: DemoPlan, model: str, heldout_file: Path, checkpoints: dict[str, Path]) -> Path:
+    """Greedy answers of each student to the held-out prompts, and every API-free metric against
+    the teacher's answers; returns ``eval/results.json``."""
+    from gad.eval.run import EvalConfig, run_eval
+
+    specs = {"untrained": model or None, **{k: str(checkpoints[k] / "generator") for k in ("seqkd", "gad")}}
+    cfg = EvalConfig(models=list(specs.values()), names=list(specs), data=[str(heldout_file)], out=out / "eval",
+                     max_new_tokens=plan.eval_max_new_tokens, batch_size=plan.eval_batch)
+    run_eval(cfg)
+    return out / "eval" / "results.json"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole demo
+
+
+def run_demo(out: str | Path | None = None, model: str = "", quick: bool = False, teacher_model: str | None = None,
+             base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> Path:
+    """Runs every phase (see the module docstring) and returns the report's path. Running it again
+    continues where it stopped; a finished demo only rewrites its report."""
     from gad.report import write_report
 
-    write_report([out / "warmup", out / "gad"], out)
-    return out
+    plan = QUICK if quick else FULL
+    out = Path(out or ("runs/demo-quick" if quick else "runs/demo"))
+    backend = teacher_backend(plan, model, teacher_model, base_url, api_key_env)  # a missing key stops here
+    out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "demo.json").read_text()) if (out / "demo.json").exists() else {}
+    manifest = {
+        "format": "gad-demo", "student": model or "smollm2-135m-instruct", "quick": quick,
+        "teacher": teacher_model or f"{model or 'smollm2-135m-instruct'} + hidden context",
+        "hidden_context": None if teacher_model else HIDDEN_CONTEXT,
+        "style_marker": None if teacher_model else STYLE_MARKER,
+        "plan": dataclasses.asdict(plan), "stages": ["seqkd", "warmup", "gad"], "students": list(STUDENTS),
+        "seconds": previous.get("seconds", {}),  # per phase, from the run that did its work
+    }
+
+    def save_manifest() -> None:
+        (out / "demo.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+    save_manifest()
+    _phase(1, "teacher", f"{manifest['teacher']} answers {plan.train_prompts} train + "
+           f"{plan.heldout_prompts} held-out prompts")
+    t = time.perf_counter()
+    train_file, heldout_file, asked = collect_teacher(out, plan, backend)
+    backend = None  # the local teacher's model is not needed again
+    if asked:
+        manifest["seconds"]["teacher"] = round(time.perf_counter() - t, 1)
+
+    cfgs = stage_configs(out, plan, model, train_file)
+    what = {"seqkd": f"SeqKD baseline, {_steps(plan.seqkd_steps)} of cross-entropy on the teacher's answers",
+            "warmup": f"discriminator warmup on the SeqKD student's samples, {_steps(plan.warmup_steps)}",
+            "gad": f"GAD, {_steps(plan.gad_steps)} of {plan.batch_size} prompts × {plan.n} samples"}
+    checkpoints = {}
+    for i, name in enumerate(("seqkd", "warmup", "gad"), start=2):
+        _phase(i, name, what[name])
+        t = time.perf_counter()
+        checkpoints[name], ran = run_stage_once(name, cfgs[name])
+        if ran:
+            manifest["seconds"][name] = round(time.perf_counter() - t, 1)
+        save_manifest()
+
+    _phase(5, "eval", f"untrained, SeqKD and GAD students answer {plan.heldout_prompts} held-out prompts")
+    t = time.perf_counter()
+    evaluate_students(out, plan, model, heldout_file, checkpoints)
+    manifest["seconds"]["eval"] = round(time.perf_counter() - t, 1)
+    save_manifest()
+
+    _phase(6, "report", "tables, curves, answers side by side")
+    return write_report([out], out)
+
+
+def ship_teacher_sets(dest: Path | None = None) -> None:
+    """Regenerates the shipped teacher sets ``demo_teacher.jsonl`` / ``demo_teacher_heldout.jsonl``
+    (every bundled prompt, the full demo's teacher) that the CPU recipes train on without
+    collecting: ``python -m gad.demo``."""
+    import shutil
+    import tempfile
+
+    dest = dest or resource_path("")
+    prompts = demo_prompts()
+    plan = dataclasses.replace(FULL, train_prompts=len(prompts), heldout_prompts=len(prompts))
+    with tempfile.TemporaryDirectory() as tmp:
+        train, heldout, _ = collect_teacher(Path(tmp), plan, teacher_backend(plan))
+        shutil.copyfile(train, dest / "demo_teacher.jsonl")
+        shutil.copyfile(heldout, dest / "demo_teacher_heldout.jsonl")
+
+
+if __name__ == "__main__":
+    ship_teacher_sets()

@@ -1,16 +1,23 @@
-"""``gad report RUN_DIR ...``: training curves, settings and adversarial-balance warnings of runs.
+"""``gad report RUN_DIR ...``: what a run (or a whole demo) did, as ``report.html`` and ``report.md``.
 
-Reads only what a run folder already holds (``metrics.jsonl``, ``config.yaml``) and writes
-``report.md``, ``report.html`` and PNG curves. The warnings watch the two-player game the paper
-describes: a discriminator that always wins gives the generator no signal; a reward that climbs
-while responses grow fast looks like reward hacking; a collapsing entropy means the policy stopped
-exploring.
+Reads only what the folders already hold and writes the two pages plus PNG curves:
+
+- a training run (``metrics.jsonl``, ``config.yaml``): curves (reward, D accuracy and loss, KL,
+  length, entropy, seconds per phase), the last step's numbers, balance warnings, the settings;
+- a demo folder (``demo.json``, stage subfolders, ``eval/``): first the comparison of the untrained,
+  SeqKD and GAD students on the held-out prompts, a verdict, answers side by side, then every stage.
+
+The balance warnings watch the two-player game the paper describes: a discriminator that always wins
+gives the generator no signal; a reward that climbs while responses grow fast looks like reward
+hacking; a collapsing entropy means the policy stopped exploring.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +30,18 @@ CURVES = [
     ("policy/kl", "KL to reference"),
     ("gen/response_length_mean", "response length (tokens)"),
     ("policy/entropy", "policy entropy"),
+    ("sft/nll", "cross-entropy on teacher answers"),
 ]
 PHASES = ["rollout", "score", "disc_update", "reference", "policy_update", "sft_update"]
+STAGE_ORDER = {"seqkd": 0, "warmup": 1, "train": 2, "offpolicy": 3}
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
     return [(r["step"], float(r[key])) for r in rows if isinstance(r.get(key), (int, float))]
+
+
+def _mean(xs: list[tuple[int, float]]) -> float:
+    return sum(v for _, v in xs) / len(xs)
 
 
 def balance_warnings(
@@ -41,29 +54,31 @@ def balance_warnings(
     - reward rising while the mean length grew by more than ``length_growth``× from the first to the
       last window: possible reward hacking through length.
     - entropy in the last window below ``entropy_drop`` × the first window's: entropy collapse.
+
+    The trends compare the first and last ``window`` steps, shrunk to half the run when it is shorter
+    than two windows (a run of under 4 steps has no trend).
     """
     out = []
-
-    def mean(xs: list[tuple[int, float]]) -> float:
-        return sum(v for _, v in xs) / len(xs)
-
     acc = _series(rows, "disc/accuracy")
-    if len(acc) >= window and mean(acc[-window:]) > d_acc_max:
-        out.append(f"D accuracy stuck above {d_acc_max:.2f} (mean {mean(acc[-window:]):.3f} over the last "
+    if len(acc) >= window and _mean(acc[-window:]) > d_acc_max:
+        out.append(f"D accuracy stuck above {d_acc_max:.2f} (mean {_mean(acc[-window:]):.3f} over the last "
                    f"{window} steps): the discriminator is too strong and the generator gets little signal; "
                    "consider a lower discriminator.lr or more generator steps")
-    reward, length = _series(rows, "reward/mean"), _series(rows, "gen/response_length_mean")
-    if len(reward) >= 2 * window and len(length) >= 2 * window:
-        r0, r1 = mean(reward[:window]), mean(reward[-window:])
-        l0, l1 = mean(length[:window]), mean(length[-window:])
+
+    def trend(key: str) -> tuple[float, float] | None:
+        xs = _series(rows, key)
+        w = min(window, len(xs) // 2)
+        return (_mean(xs[:w]), _mean(xs[-w:])) if w >= 2 else None
+
+    reward, length = trend("reward/mean"), trend("gen/response_length_mean")
+    if reward and length:
+        (r0, r1), (l0, l1) = reward, length
         if r1 > r0 and l0 > 0 and l1 / l0 > length_growth:
             out.append(f"reward rising ({r0:.3g} → {r1:.3g}) while responses grow fast ({l0:.1f} → {l1:.1f} "
                        "tokens): possible reward hacking; check samples and the discriminator's accuracy")
-    ent = _series(rows, "policy/entropy")
-    if len(ent) >= 2 * window:
-        e0, e1 = mean(ent[:window]), mean(ent[-window:])
-        if e0 > 0 and e1 < entropy_drop * e0:
-            out.append(f"entropy collapse ({e0:.3g} → {e1:.3g}): the policy has stopped exploring")
+    ent = trend("policy/entropy")
+    if ent and ent[0] > 0 and ent[1] < entropy_drop * ent[0]:
+        out.append(f"entropy collapse ({ent[0]:.3g} → {ent[1]:.3g}): the policy has stopped exploring")
     return out
 
 
@@ -76,7 +91,7 @@ def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
 
     panels = [(k, label) for k, label in CURVES if _series(rows, k)]
     phases = [p for p in PHASES if _series(rows, f"time/{p}")]
-    n = len(panels) + (1 if phases else 0)
+    n = max(1, len(panels) + (1 if phases else 0))
     cols = 3
     fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(12, 3.2 * ((n + cols - 1) // cols)), squeeze=False)
     for ax, (key, label) in zip(axes.flat, panels):
@@ -88,11 +103,11 @@ def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
         ax = axes.flat[len(panels)]
         for p in phases:
             xs, ys = zip(*_series(rows, f"time/{p}"))
-            ax.plot(xs, ys, label=p)
+            ax.plot(xs, ys, label=p, marker="." if len(xs) < 30 else None)
         ax.set_title("seconds per phase", fontsize=10)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
+    for ax in list(axes.flat)[len(panels) + (1 if phases else 0):]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
@@ -101,43 +116,251 @@ def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
     return out
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
-    """report.md + report.html (+ one PNG per run) for one or more run folders; returns the HTML path."""
+# ---------------------------------------------------------------------------------------------------
+# One document, two renderings
+
+
+@dataclass
+class Doc:
+    """Blocks rendered the same way to Markdown and to HTML, so the two pages never drift apart."""
+
+    md: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+
+    def heading(self, level: int, text: str) -> None:
+        self.md += ["#" * level + " " + text, ""]
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def para(self, text: str, cls: str = "") -> None:
+        self.md += [text, ""]
+        self.html.append(f"<p class='{cls}'>{html.escape(text)}</p>" if cls else f"<p>{html.escape(text)}</p>")
+
+    def bullets(self, items: list[str], cls: str = "") -> None:
+        self.md += [f"- {i}" for i in items] + [""]
+        self.html.append(f"<ul class='{cls}'>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+
+    def table(self, head: list[str], rows: list[list[str]]) -> None:
+        cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        self.md += ["| " + " | ".join(map(cell, head)) + " |", "|" + "---|" * len(head)]
+        self.md += ["| " + " | ".join(map(cell, r)) + " |" for r in rows] + [""]
+        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                                   for r in rows) + "</table>")
+
+    def image(self, name: str, alt: str) -> None:
+        self.md += [f"![{alt}]({name})", ""]
+        self.html.append(f'<img src="{html.escape(name)}" alt="{html.escape(alt)}">')
+
+    def details(self, summary: str, text: str) -> None:
+        self.md += [f"<details><summary>{summary}</summary>", "", "```", text.strip(), "```", "</details>", ""]
+        self.html.append(f"<details><summary>{html.escape(summary)}</summary><pre>{html.escape(text)}</pre></details>")
+
+    def answers(self, prompt: str, answers: list[tuple[str, str]]) -> None:
+        """One prompt and each model's answer, side by side in HTML, one after another in Markdown."""
+        self.md += [f"**Prompt:** {prompt}", ""] + [f"- *{who}:* " + (text.strip() or "(empty)").replace("\n", "\n  ") for who, text in answers] + [""]
+        self.html.append("<div class='example'><p class='prompt'><b>Prompt:</b> " + html.escape(prompt) + "</p>"
+                         "<div class='answers'>" + "".join(
+                             f"<div><h4>{html.escape(who)}</h4><p>{html.escape(text.strip() or '(empty)')}</p></div>"
+                             for who, text in answers) + "</div></div>")
+
+    def write(self, out: Path, title: str) -> Path:
+        (out / "report.md").write_text("\n".join(self.md) + "\n", encoding="utf-8")
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+                "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.4}"
+                "img{max-width:100%}.warn li{color:#a40}.verdict{font-size:1.1em;background:#eef6ee;padding:.6em}"
+                "pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:.85em}"
+                "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
+                ".answers{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:.6em}"
+                ".answers div{background:#f8f8fb;padding:.4em .6em;border-radius:4px;font-size:.9em}"
+                ".answers p{white-space:pre-wrap}.answers h4{margin:.2em 0}.example{margin-bottom:1.5em}"
+                "</style></head><body>" + "\n".join(self.html) + "</body></html>")
+        (out / "report.html").write_text(page, encoding="utf-8")
+        return out / "report.html"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The demo's comparison: untrained vs SeqKD vs GAD on held-out prompts
+
+
+def style_rate(texts: list[str], marker: str) -> float | None:
+    """Share of answers that open with ``marker`` (case and leading space ignored)."""
+    if not texts:
+        return None
+    return sum(t.strip().lower().startswith(marker.lower()) for t in texts) / len(texts)
+
+
+def _fmt(x: float | None, f: str = "{:.3f}") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f.format(x)
+
+
+def comparison(results: dict[str, Any], answers: dict[str, list[str]], teacher: list[str],
+               marker: str | None) -> tuple[list[str], list[list[str]], dict[str, dict[str, float]]]:
+    """The comparison table (head, rows) and the numbers the verdict compares, per student."""
+    head = ["model"] + ([f'style ("{marker}")'] if marker else []) + [
+        "distinguishable from teacher (acc, 95% CI; 0.5 = not at all)", "F1@1", "F1@2", "ROUGE-L", "length mean",
+        "cut at max tokens"]
+    rows, nums = [], {}
+    ref_len = None
+    for name, m in results.items():
+        d, f1, rl = m.get("distinguishability") or {}, m.get("ngram_f1") or {}, m.get("rouge_l") or {}
+        ref_len = ref_len or (m.get("reference_length") or {}).get("mean")
+        nums[name] = {"distinguishability": d.get("accuracy"), "F1@1": f1.get("1"), "F1@2": f1.get("2"),
+                      "ROUGE-L": rl.get("value"), "length": m["length"]["mean"]}
+        row = [name]
+        if marker:
+            nums[name]["style"] = style_rate(answers.get(name, []), marker)
+            row.append(_fmt(nums[name]["style"], "{:.0%}"))
+        row += [f"{_fmt(d.get('accuracy'))} [{_fmt(d.get('low'))}, {_fmt(d.get('high'))}]" if d else "–",
+                _fmt(f1.get("1")), _fmt(f1.get("2")), _fmt(rl.get("value")), _fmt(m["length"]["mean"], "{:.1f}"),
+                f"{m.get('n_truncated', 0)}/{m['n']}"]
+        rows.append(row)
+    t_row = ["teacher"] + ([_fmt(style_rate(teacher, marker), "{:.0%}")] if marker else [])
+    rows.append(t_row + ["–", "1", "1", "1", _fmt(ref_len, "{:.1f}"), "–"])
+    nums["teacher"] = {"length": ref_len or 0.0, "style": style_rate(teacher, marker) if marker else None}
+    return head, rows, nums
+
+
+def closer(nums: dict[str, dict[str, float]], a: str, b: str) -> tuple[list[str], list[str]]:
+    """Measures on which student ``a`` is closer to the teacher than ``b`` (and those where it is not)."""
+    t = nums["teacher"]
+    better, worse = [], []
+    for key, sign in (("distinguishability", -1), ("F1@1", 1), ("F1@2", 1), ("ROUGE-L", 1), ("length", 0), ("style", 0)):
+        x, y = nums[a].get(key), nums[b].get(key)
+        if x is None or y is None:
+            continue
+        if sign == 0:  # closer to the teacher's value
+            x, y, sign = -abs(x - t[key]), -abs(y - t[key]), 1
+        if x != y:
+            (better if sign * (x - y) > 0 else worse).append(key)
+    return better, worse
+
+
+def _verdict(nums: dict[str, dict[str, float]], a: str, b: str) -> str:
+    better, worse = closer(nums, a, b)
+    if not better and not worse:
+        return "no difference on any measure."
+    return (f"closer to the teacher on {len(better)} of {len(better) + len(worse)} measures"
+            + (f" ({', '.join(better)})" if better else "") + (f", not on {', '.join(worse)}" if worse else "") + ".")
+
+
+def _demo_sections(doc: Doc, root: Path, manifest: dict[str, Any]) -> None:
+    from gad.eval.generations import read_generations
+    from gad.eval.report import read_results
+    from gad.teacher import read_rows
+
+    results_path = root / "eval" / "results.json"
+    if not results_path.exists():
+        doc.para("The evaluation has not run yet: run the demo again to finish it.", "warn")
+        return
+    results = read_results(results_path)
+    heldout = read_rows(root / "teacher-heldout.jsonl")
+    teacher = {r["id"]: r["teacher_response"] for r in heldout}
+    per_model = {name: next(iter(sets.values())) for name, sets in results.items() if sets}
+    gens = {name: {g.id: g.response for g in read_generations(root / "eval" / name).values()} for name in per_model}
+    answers = {name: [g.get(i, "") for i in teacher] for name, g in gens.items()}
+    marker = manifest.get("style_marker")
+    head, rows, nums = comparison(per_model, answers, list(teacher.values()), marker)
+
+    n = next(iter(per_model.values()))["n"] if per_model else 0
+    if {"gad", "untrained"} <= nums.keys():
+        verdict = f"On {n} held-out prompts, the GAD student against the untrained one: {_verdict(nums, 'gad', 'untrained')}"
+        if "seqkd" in nums:
+            verdict += f" Against SeqKD: {_verdict(nums, 'gad', 'seqkd')}"
+        doc.para(verdict, "verdict")
+    doc.heading(2, f"Held-out comparison ({n} prompts, greedy answers)")
+    doc.table(head, rows)
+    unit = next(iter(per_model.values())).get("length_unit", "tokens") if per_model else "tokens"
+    doc.para(f"Distinguishability: cross-validated accuracy of a TF-IDF + logistic-regression classifier telling "
+             f"the student's answers from the teacher's (lower is closer). F1@n: n-gram overlap with the teacher's "
+             f"answer. Lengths in {unit}. "
+             + (f"Style: share of answers that open with \"{marker}\", the hidden context's signature. " if marker else "")
+             + "Brackets: 95% intervals; at this size, differences inside them are noise. Lengths and truncation "
+               "matter when reading the overlap numbers: an answer cut at the token limit cannot end like the teacher's.")
+
+    k = manifest.get("plan", {}).get("examples", 4)
+    doc.heading(2, "Answers side by side")
+    for item in heldout[:k]:
+        prompt = item["messages"][-1]["content"]
+        doc.answers(prompt, [("teacher", item["teacher_response"])]
+                    + [(name, gens[name].get(item["id"], "(no answer)")) for name in gens])
+
+
+def _run_section(doc: Doc, run: Path, out: Path) -> None:
     import yaml
 
-    runs = [Path(r) for r in run_dirs]
-    out = Path(out) if out else runs[0]
+    rows = read_metrics(run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+    stage = cfg.get("stage", "?")
+    doc.heading(3 if (out / "demo.json").exists() else 2, f"{run.name} (stage {stage}, {len(rows)} steps)")
+    last = rows[-1] if rows else {}
+    summary = [f"{k} {last[k]:.4g}" if isinstance(last[k], float) else f"{k} {last[k]}"
+               for k in ("step", "reward/mean", "disc/accuracy", "policy/kl", "gen/response_length_mean",
+                         "sft/nll", "time/step") if k in last]
+    doc.para("Last step: " + ", ".join(summary) if summary else "No steps logged yet.")
+    warnings = balance_warnings(rows)
+    if warnings:
+        doc.bullets([f"warning: {w}" for w in warnings], "warn")
+    else:
+        doc.para("No balance warnings.")
+    if rows:
+        png = plot_run(rows, out / f"{run.name}-curves.png", f"{run.name} ({stage})")
+        doc.image(png.name, f"training curves of {run.name}")
+    doc.details(f"settings of {run.name}", yaml.safe_dump(cfg, sort_keys=False))
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders (with ``metrics.jsonl``) among ``paths`` and their direct subfolders, in
+    pipeline order for a demo folder."""
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "metrics.jsonl").exists():
+            runs.append(p)
+            continue
+        subs = [s for s in sorted(p.iterdir()) if (s / "metrics.jsonl").exists()] if p.is_dir() else []
+        if not subs and not (p / "demo.json").exists():
+            raise FileNotFoundError(f"{p}: no metrics.jsonl here or in its subfolders (not a gad run or demo folder)")
+        runs += sorted(subs, key=lambda s: STAGE_ORDER.get(_stage(s), 9))
+    return runs
+
+
+def _stage(run: Path) -> str:
+    import yaml
+
+    cfg = run / "config.yaml"
+    return (yaml.safe_load(cfg.read_text()) or {}).get("stage", "") if cfg.exists() else ""
+
+
+def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path:
+    """report.md + report.html (+ PNG curves) for run folders and/or a demo folder; returns the HTML path."""
+    paths = [Path(p) for p in paths]
+    runs = find_runs(paths)
+    out = Path(out) if out else paths[0]
     out.mkdir(parents=True, exist_ok=True)
-    md = ["# gad report", ""]
-    body = ["<h1>gad report</h1>"]
+    doc = Doc()
+    demo = next((p for p in paths if (p / "demo.json").exists()), None)
+    if demo is not None:
+        manifest = json.loads((demo / "demo.json").read_text())
+        title = "gad demo report"
+        doc.heading(1, title)
+        doc.para(f"Student {manifest['student']}; black-box teacher {manifest['teacher']}. Pipeline: teacher "
+                 "collection → SeqKD → discriminator warmup (from the SeqKD student) → GAD → evaluation of the "
+                 "untrained, SeqKD and GAD students on held-out prompts the training never saw."
+                 + (" Quick run: too few steps to mean much." if manifest.get("quick") else ""))
+        _demo_sections(doc, demo, manifest)
+    else:
+        manifest, title = {}, "gad report"
+        doc.heading(1, title)
+    doc.heading(2, "Training")
     for run in runs:
-        if not (run / "metrics.jsonl").exists():
-            raise FileNotFoundError(f"{run}: no metrics.jsonl (not a gad run folder)")
-        rows = read_metrics(run)
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
-        name = run.name
-        png = plot_run(rows, out / f"{name}-curves.png", f"{name} ({cfg.get('stage', '?')})")
-        warnings = balance_warnings(rows)
-        last = rows[-1] if rows else {}
-        summary = {k: last[k] for k in ("step", "reward/mean", "disc/accuracy", "policy/kl", "gen/response_length_mean",
-                                         "sft/nll", "time/step") if k in last}
-        md += [f"## {name}", "", f"stage `{cfg.get('stage', '?')}`, {len(rows)} steps, last step: "
-               + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()), ""]
-        md += [f"- **warning:** {w}" for w in warnings] or ["- no balance warnings"]
-        md += ["", f"![curves]({png.name})", "", "<details><summary>settings</summary>", "", "```yaml",
-               yaml.safe_dump(cfg, sort_keys=False).strip(), "```", "</details>", ""]
-        body += [f"<h2>{html.escape(name)}</h2>",
-                 f"<p>stage <code>{html.escape(str(cfg.get('stage', '?')))}</code>, {len(rows)} steps</p>",
-                 "<ul>" + "".join(f'<li class="warn">{html.escape(w)}</li>' for w in warnings) + "</ul>"
-                 if warnings else "<p>No balance warnings.</p>",
-                 f'<img src="{html.escape(png.name)}" alt="training curves of {html.escape(name)}">',
-                 "<details><summary>settings</summary><pre>"
-                 + html.escape(yaml.safe_dump(cfg, sort_keys=False)) + "</pre></details>",
-                 "<pre>" + html.escape(json.dumps(summary, indent=1)) + "</pre>"]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>gad report</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-            "img{max-width:100%}.warn{color:#a40}pre{background:#f6f6f6;padding:.5em;overflow:auto}"
-            "</style></head><body>" + "\n".join(body) + "</body></html>")
-    (out / "report.html").write_text(page)
-    return out / "report.html"
+        _run_section(doc, run, out)
+    if manifest:
+        doc.heading(2, "Settings")
+        seconds = manifest.get("seconds") or {}
+        if seconds:
+            doc.table(["phase", *seconds, "total"],
+                      [["seconds", *(f"{v:.0f}" for v in seconds.values()), f"{sum(seconds.values()):.0f}"]])
+        doc.details("demo plan", json.dumps(manifest.get("plan", {}), indent=1))
+        if manifest.get("hidden_context"):
+            doc.details("the teacher's hidden context (never shown to the student)",
+                        "\n".join(f"{m['role']}: {m['content']}" for m in manifest["hidden_context"]))
+    return doc.write(out, title)

@@ -1,6 +1,7 @@
 """The shipped recipes are valid configs, and `gad demo --quick` runs end to end."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +33,69 @@ def test_shipped_teacher_sets_are_valid_and_split():
     assert styled / len(train) > 0.8  # the hidden-context teacher's style is there to learn
 
 
+def demo(tiny_model, out, *extra, env=None):
+    cmd = [sys.executable, "-m", "gad.cli", "demo", "--quick", "--model", str(tiny_model), "--out", str(out), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
 def test_demo_quick_end_to_end(tiny_model, tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "gad.cli", "demo", "--quick", "--model", str(tiny_model), "--out", str(out)]
-    for _ in range(2):  # a second run finds the finished demo and only reports it
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert p.returncode == 0, p.stderr
-        assert "gad demo: done" in p.stderr.splitlines()[-1]
-        for stage in ("warmup", "gad"):
-            rows = [json.loads(x) for x in (out / stage / "metrics.jsonl").read_text().splitlines()]
-            assert [r["step"] for r in rows] == [1, 2] and "disc/accuracy" in rows[-1]
-    assert (out / "gad" / "checkpoints" / "step-000002" / "generator" / "model.safetensors").exists()
-    assert (out / "report.html").exists() and (out / "gad-curves.png").exists()
+    p = demo(tiny_model, out)
+    assert p.returncode == 0, p.stderr
+    assert "gad demo: done; report " in p.stderr.splitlines()[-1] and str(out / "report.html") in p.stderr
+    for i, phase in enumerate(("teacher", "seqkd", "warmup", "gad", "eval", "report"), start=1):
+        assert f"gad demo [{i}/6] {phase}:" in p.stderr
+    # 1. the teacher answered train and held-out prompts through the collector; no hidden context stored
+    stored = [json.loads(x) for x in (out / "teacher.jsonl").read_text().splitlines()]
+    train = [json.loads(x) for x in (out / "teacher-train.jsonl").read_text().splitlines()]
+    heldout = [json.loads(x) for x in (out / "teacher-heldout.jsonl").read_text().splitlines()]
+    assert len(stored) == 36 and len(train) == 24 and len(heldout) == 12
+    assert not {r["id"] for r in train} & {r["id"] for r in heldout}
+    assert all([m["role"] for m in r["messages"]] == ["user"] for r in stored)
+    assert "In short: put a slice of bread" not in (out / "teacher.jsonl").read_text()
+    # 2-4. the three stages, each from the one before
+    steps = {"seqkd": 3, "warmup": 1, "gad": 2}
+    for stage, n in steps.items():
+        rows = [json.loads(x) for x in (out / stage / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == list(range(1, n + 1))
+    assert "seqkd" in (out / "warmup" / "config.yaml").read_text() and "warmup" in (out / "gad" / "config.yaml").read_text()
+    # 5. every student answered every held-out prompt
+    results = json.loads((out / "eval" / "results.json").read_text())["models"]
+    assert list(results) == ["untrained", "seqkd", "gad"]
+    assert all(r["teacher-heldout"]["n"] == 12 and r["teacher-heldout"]["distinguishability"] for r in results.values())
+    # 6. the report: comparison, verdict, answers side by side, curves, settings
+    page = (out / "report.html").read_text()
+    for needle in ("Held-out comparison", "the GAD student against the untrained one", "Answers side by side",
+                   "gad-curves.png", "seqkd-curves.png", "hidden context", heldout[0]["messages"][0]["content"]):
+        assert needle in page, needle
+    assert all((out / f"{s}-curves.png").stat().st_size > 1000 for s in steps)
+    # a second run finds every phase done: nothing is trained or asked again
+    before = {s: (out / s / "metrics.jsonl").read_text() for s in steps}
+    p = demo(tiny_model, out)
+    assert p.returncode == 0, p.stderr
+    assert all(f"{s} already finished" in p.stderr for s in steps)
+    assert before == {s: (out / s / "metrics.jsonl").read_text() for s in steps}
+    assert json.loads((out / "teacher.summary.json").read_text())["to_send"] == 0
+
+
+def test_demo_with_an_api_teacher(tiny_model, tmp_path, fake_api):
+    from tests.teacher.harness import API_KEY
+
+    api = fake_api(reply=lambda body: "yes good " + body["messages"][-1]["content"])
+    out = tmp_path / "demo"
+    env = {**os.environ, "GAD_TEST_KEY": API_KEY}
+    p = demo(tiny_model, out, "--teacher-model", "fake-teacher", "--teacher-base-url", api.url,
+             "--api-key-env", "GAD_TEST_KEY", env=env)
+    assert p.returncode == 0, p.stderr
+    assert len({h.key for h in api.hits}) == 36 and all(h.authorization == f"Bearer {API_KEY}" for h in api.hits)
+    rows = [json.loads(x) for x in (out / "teacher-heldout.jsonl").read_text().splitlines()]
+    assert all(r["teacher_response"] == "yes good " + r["messages"][-1]["content"] for r in rows)
+    assert "fake-teacher" in (out / "report.md").read_text() and 'style ("' not in (out / "report.md").read_text()
+    assert not [f for f in out.rglob("*") if f.is_file() and API_KEY.encode() in f.read_bytes()]
+
+
+def test_demo_api_teacher_without_key_stops_before_any_work(tiny_model, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    p = demo(tiny_model, tmp_path / "demo", "--teacher-model", "gpt-x", env=env)
+    assert p.returncode == 2 and "OPENAI_API_KEY" in p.stderr
+    assert not (tmp_path / "demo" / "teacher.jsonl").exists()

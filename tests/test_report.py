@@ -42,4 +42,34 @@ def test_report_files(tmp_path):
     text = page.read_text()
     assert "D accuracy stuck above" in text and "run-curves.png" in text
     assert (tmp_path / "out" / "run-curves.png").stat().st_size > 1000
-    assert "stage `train`" in (tmp_path / "out" / "report.md").read_text()
+    assert "## run (stage train, 8 steps)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_short_runs_still_get_trend_warnings():
+    # 8 steps: the trend windows shrink to 4 steps each instead of never firing
+    w = balance_warnings(rows(8, policy__entropy=lambda i: 3.0 if i < 4 else 0.1))
+    assert len(w) == 1 and "entropy collapse" in w[0]
+    assert balance_warnings(rows(3, policy__entropy=lambda i: 3.0 if i < 1 else 0.1)) == []  # no trend in 3 steps
+
+
+def metrics(acc, f1, rl, length):
+    return {"n": 10, "distinguishability": {"accuracy": acc, "low": acc - 0.1, "high": acc + 0.1},
+            "ngram_f1": {"1": f1, "2": f1 / 2}, "rouge_l": {"value": rl}, "length": {"mean": length},
+            "reference_length": {"mean": 20.0}, "n_truncated": 1}
+
+
+def test_comparison_and_verdict_by_hand():
+    from gad.report import closer, comparison, style_rate
+
+    assert style_rate([" in short: yes", "No.", "In short: no"], "In short:") == 2 / 3
+    results = {"untrained": metrics(0.95, 0.20, 0.10, 80.0), "gad": metrics(0.70, 0.30, 0.15, 30.0)}
+    answers = {"untrained": ["Well..."] * 4, "gad": ["In short: x"] * 3 + ["No"]}
+    head, table, nums = comparison(results, answers, ["In short: a"] * 4, "In short:")
+    assert table[0][:2] == ["untrained", "0%"] and table[1][:2] == ["gad", "75%"] and table[2][:2] == ["teacher", "100%"]
+    assert table[1][2] == "0.700 [0.600, 0.800]" and table[1][-1] == "1/10"
+    better, worse = closer(nums, "gad", "untrained")
+    assert sorted(better) == sorted(["distinguishability", "F1@1", "F1@2", "ROUGE-L", "length", "style"]) and not worse
+    # closeness in length and style is distance to the teacher's value, not "more is better"
+    results["gad"]["length"]["mean"] = 200.0
+    better, worse = closer(comparison(results, answers, ["In short: a"] * 4, "In short:")[2], "gad", "untrained")
+    assert worse == ["length"]

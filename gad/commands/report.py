@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "write report.html/report.md with training curves and adversarial-balance warnings for run folders"
+HELP = ("write report.html/report.md: training curves and adversarial-balance warnings of run folders; for a demo "
+        "folder also the held-out comparison of the untrained, SeqKD and GAD students and their answers side by side")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with metrics.jsonl)")
-    parser.add_argument("--out", default=None, help="where to write the report (default: the first run folder)")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with metrics.jsonl), or a folder of them such as a demo folder")
+    parser.add_argument("--out", default=None, help="where to write the report (default: the first folder given)")
 
 
 def run(args: argparse.Namespace) -> int:
