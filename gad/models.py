@@ -6,10 +6,12 @@ nowhere else.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     """Load a GGUF file once (about 20 s) and save it as a safetensors HF folder, atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    print(f"gad: converting {gguf.name} once to safetensors in {out} (later runs load it in seconds)",
+          file=sys.stderr, flush=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model is marked as quantized and save_pretrained refuses it; its weights are
@@ -70,6 +74,12 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     return out
 
 
+def gguf_cache_dir(gguf: Path) -> Path:
+    """Where a GGUF file's conversion is kept: the same folder in every process (hashlib, not
+    ``hash()``, whose string hashes change from one process to the next)."""
+    return gad_home() / "models" / f"{gguf.stem}-{hashlib.sha256(str(gguf).encode()).hexdigest()[:8]}"
+
+
 def resolve_model(name: str) -> str:
     """A name a user can write → something ``from_pretrained`` loads fast.
 
@@ -83,7 +93,7 @@ def resolve_model(name: str) -> str:
         gguf = Path(name).resolve()
         if not gguf.exists():
             raise FileNotFoundError(f"{name}: no such GGUF file")
-        out = gad_home() / "models" / f"{gguf.stem}-{abs(hash(str(gguf))) % 10**8}"
+        out = gguf_cache_dir(gguf)
         return str(out if (out / "config.json").exists() else convert_gguf(gguf, out))
     return name
 

@@ -88,3 +88,13 @@ def test_logprobs_at_a_sampling_temperature(tiny_model):
     ref = torch.log_softmax(logits / 0.5, -1)[torch.arange(3), torch.tensor([11, 12, tok.eos_token_id])]
     assert torch.allclose(sequence_logprobs(model, b, temperature=0.5)[0][0], ref, atol=1e-5)
 
+
+
+def test_gguf_cache_folder_is_the_same_in_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from pathlib import Path; from gad.models import gguf_cache_dir; print(gguf_cache_dir(Path('/m/x.gguf')))"
+    env = {**__import__("os").environ, "GAD_HOME": str(tmp_path)}
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout for _ in range(2)}
+    assert len(seen) == 1 and seen.pop().startswith(str(tmp_path / "models" / "x-"))
