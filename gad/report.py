@@ -220,27 +220,36 @@ def comparison(results: dict[str, Any], answers: dict[str, list[str]], teacher: 
     return head, rows, nums
 
 
-def closer(nums: dict[str, dict[str, float]], a: str, b: str) -> tuple[list[str], list[str]]:
-    """Measures on which student ``a`` is closer to the teacher than ``b`` (and those where it is not)."""
+TIES = {"distinguishability": 0.01, "F1@1": 0.01, "F1@2": 0.01, "ROUGE-L": 0.01, "length": 1.0, "style": 0.0}
+"""Differences up to these count as ties: on a few dozen prompts, smaller ones are noise."""
+
+
+def closer(nums: dict[str, dict[str, float]], a: str, b: str) -> tuple[list[str], list[str], list[str]]:
+    """Measures on which student ``a`` is closer to the teacher than ``b``, farther, and tied
+    (within :data:`TIES`)."""
     t = nums["teacher"]
-    better, worse = [], []
+    better, worse, tied = [], [], []
     for key, sign in (("distinguishability", -1), ("F1@1", 1), ("F1@2", 1), ("ROUGE-L", 1), ("length", 0), ("style", 0)):
         x, y = nums[a].get(key), nums[b].get(key)
         if x is None or y is None:
             continue
         if sign == 0:  # closer to the teacher's value
             x, y, sign = -abs(x - t[key]), -abs(y - t[key]), 1
-        if x != y:
+        if abs(x - y) <= TIES[key] + 1e-12:
+            tied.append(key)
+        else:
             (better if sign * (x - y) > 0 else worse).append(key)
-    return better, worse
+    return better, worse, tied
 
 
 def _verdict(nums: dict[str, dict[str, float]], a: str, b: str) -> str:
-    better, worse = closer(nums, a, b)
-    if not better and not worse:
-        return "no difference on any measure."
-    return (f"closer to the teacher on {len(better)} of {len(better) + len(worse)} measures"
-            + (f" ({', '.join(better)})" if better else "") + (f", not on {', '.join(worse)}" if worse else "") + ".")
+    better, worse, tied = closer(nums, a, b)
+    parts = [f"closer to the teacher on {', '.join(better)}" if better else "closer on no measure"]
+    if worse:
+        parts.append(f"farther on {', '.join(worse)}")
+    if tied:
+        parts.append(f"tied on {', '.join(tied)}")
+    return "; ".join(parts) + "."
 
 
 def _demo_sections(doc: Doc, root: Path, manifest: dict[str, Any]) -> None:
@@ -266,7 +275,8 @@ def _demo_sections(doc: Doc, root: Path, manifest: dict[str, Any]) -> None:
         verdict = f"On {n} held-out prompts, the GAD student against the untrained one: {_verdict(nums, 'gad', 'untrained')}"
         if "seqkd" in nums:
             verdict += f" Against SeqKD: {_verdict(nums, 'gad', 'seqkd')}"
-        doc.para(verdict, "verdict")
+        doc.para(verdict + " (Ties: differences up to 0.01, one token of mean length, or no prompt of style.)",
+                 "verdict")
     doc.heading(2, f"Held-out comparison ({n} prompts, greedy answers)")
     doc.table(head, rows)
     unit = next(iter(per_model.values())).get("length_unit", "tokens") if per_model else "tokens"

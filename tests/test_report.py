@@ -67,9 +67,12 @@ def test_comparison_and_verdict_by_hand():
     head, table, nums = comparison(results, answers, ["In short: a"] * 4, "In short:")
     assert table[0][:2] == ["untrained", "0%"] and table[1][:2] == ["gad", "75%"] and table[2][:2] == ["teacher", "100%"]
     assert table[1][2] == "0.700 [0.600, 0.800]" and table[1][-1] == "1/10"
-    better, worse = closer(nums, "gad", "untrained")
-    assert sorted(better) == sorted(["distinguishability", "F1@1", "F1@2", "ROUGE-L", "length", "style"]) and not worse
-    # closeness in length and style is distance to the teacher's value, not "more is better"
+    better, worse, tied = closer(nums, "gad", "untrained")
+    assert sorted(better) == sorted(["distinguishability", "F1@1", "F1@2", "ROUGE-L", "length", "style"])
+    assert not worse and not tied
+    # closeness in length and style is distance to the teacher's value, not "more is better";
+    # differences inside the tie margins are ties
     results["gad"]["length"]["mean"] = 200.0
-    better, worse = closer(comparison(results, answers, ["In short: a"] * 4, "In short:")[2], "gad", "untrained")
-    assert worse == ["length"]
+    results["gad"]["rouge_l"]["value"] = 0.105
+    better, worse, tied = closer(comparison(results, answers, ["In short: a"] * 4, "In short:")[2], "gad", "untrained")
+    assert worse == ["length"] and tied == ["ROUGE-L"]
