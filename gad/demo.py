@@ -129,6 +129,8 @@ def collect_teacher(out: Path, plan: DemoPlan, backend: Any) -> tuple[Path, Path
     requests = [ChatRequest(r["id"], r["messages"], {"split": r["split"]}) for r in rows]
     extra = backend.fingerprint_extra() if hasattr(backend, "fingerprint_extra") else None
     summary = collect(requests, backend, out / "teacher.jsonl", fingerprint_extra=extra)
+    if summary.to_send:
+        print(summary.format(), file=sys.stderr)  # flagged answers: a cut one is a poor training target
     if summary.stopped == "interrupted":
         raise KeyboardInterrupt
     if not summary.complete:

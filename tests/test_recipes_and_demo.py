@@ -99,3 +99,32 @@ def test_demo_api_teacher_without_key_stops_before_any_work(tiny_model, tmp_path
     p = demo(tiny_model, tmp_path / "demo", "--teacher-model", "gpt-x", env=env)
     assert p.returncode == 2 and "OPENAI_API_KEY" in p.stderr
     assert not (tmp_path / "demo" / "teacher.jsonl").exists()
+
+
+def test_demo_ctrl_c_then_rerun_continues(tiny_model, tmp_path, fake_api):
+    """Ctrl-C during teacher collection keeps what was answered; the rerun asks only for the rest."""
+    import signal
+    import time
+
+    from tests.teacher.harness import API_KEY
+
+    api = fake_api(latency=0.5)
+    out = tmp_path / "demo"
+    env = {**os.environ, "GAD_TEST_KEY": API_KEY}
+    args = ["--teacher-model", "fake-teacher", "--teacher-base-url", api.url, "--api-key-env", "GAD_TEST_KEY"]
+    cmd = [sys.executable, "-m", "gad.cli", "demo", "--quick", "--model", str(tiny_model), "--out", str(out), *args]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while len(api.hits) < 20 and time.monotonic() < deadline:  # the first 16 answered, more in flight
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted; run the same command again" in err
+    kept = [json.loads(x)["messages"][-1]["content"] for x in (out / "teacher.jsonl").read_text().splitlines()]
+    assert 16 <= len(kept) < 36 and not (out / "seqkd").exists()
+
+    p = demo(tiny_model, out, *args, env=env)
+    assert p.returncode == 0, p.stderr
+    assert len((out / "teacher.jsonl").read_text().splitlines()) == 36
+    assert all(api.count(k) == 1 for k in kept)  # nothing already answered was asked again
