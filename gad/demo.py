@@ -194,11 +194,19 @@ def run_stage_once(name: str, cfg: Any) -> tuple[Path, bool]:
 def evaluate_students(out: Path, plan: DemoPlan, model: str, heldout_file: Path, checkpoints: dict[str, Path]) -> Path:
     """Greedy answers of each student to the held-out prompts, and every API-free metric against
     the teacher's answers; returns ``eval/results.json``."""
+    from gad.config import DEFAULT_MODEL
+    from gad.eval.generations import generations_path, read_generations
     from gad.eval.run import EvalConfig, run_eval
 
     specs = {"untrained": model or None, **{k: str(checkpoints[k] / "generator") for k in ("seqkd", "gad")}}
     cfg = EvalConfig(models=list(specs.values()), names=list(specs), data=[str(heldout_file)], out=out / "eval",
                      max_new_tokens=plan.eval_max_new_tokens, batch_size=plan.eval_batch)
+    for name, spec in specs.items():  # a stage that trained further since: its old answers are stale
+        path = generations_path(cfg.out / name)
+        if path.is_file() and any(g.model != (spec or DEFAULT_MODEL) or g.sampling != cfg.sampling
+                                  for g in read_generations(path.parent).values()):
+            print(f"gad demo: {name} changed since its answers in {path}; answering again", file=sys.stderr)
+            path.unlink()
     run_eval(cfg)
     return out / "eval" / "results.json"
 

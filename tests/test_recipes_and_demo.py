@@ -76,6 +76,14 @@ def test_demo_quick_end_to_end(tiny_model, tmp_path):
     assert all(f"{s} already finished" in p.stderr for s in steps)
     assert before == {s: (out / s / "metrics.jsonl").read_text() for s in steps}
     assert json.loads((out / "teacher.summary.json").read_text())["to_send"] == 0
+    # answers made by an earlier checkpoint of a student are stale: made again, the others kept
+    gens = out / "eval" / "gad" / "generations.jsonl"
+    gens.write_text(gens.read_text().replace("step-000002", "step-000001"))
+    untrained = (out / "eval" / "untrained" / "generations.jsonl").read_text()
+    p = demo(tiny_model, out)
+    assert p.returncode == 0 and "gad changed since its answers" in p.stderr and "untrained changed" not in p.stderr
+    assert "step-000001" not in gens.read_text() and len(gens.read_text().splitlines()) == 12
+    assert (out / "eval" / "untrained" / "generations.jsonl").read_text() == untrained
 
 
 def test_demo_with_an_api_teacher(tiny_model, tmp_path, fake_api):
