@@ -91,7 +91,11 @@ class Summary:
 
 
 def run_fingerprint(backend: TeacherBackend, extra: dict[str, Any] | None = None) -> str:
-    blob = json.dumps({"settings": backend.settings.fingerprint(), **(extra or {})}, sort_keys=True)
+    """What a store's rows must share to be resumed together: the generation settings, the caller's
+    ``extra`` (e.g. a system prompt) and whatever the backend itself adds (``fingerprint_extra()``,
+    e.g. a wrapper's hidden context), so no caller can forget it."""
+    own = backend.fingerprint_extra() if hasattr(backend, "fingerprint_extra") else {}
+    blob = json.dumps({"settings": backend.settings.fingerprint(), **(extra or {}), **own}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

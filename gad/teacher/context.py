@@ -32,7 +32,8 @@ class HiddenContextBackend:
         self.stats = getattr(inner, "stats", None)
 
     def fingerprint_extra(self) -> dict[str, Any]:
-        """Part of the store fingerprint: resuming with another hidden context would mix two teachers."""
+        """Added to the store fingerprint by the collector: resuming with another hidden context would
+        mix two teachers."""
         blob = json.dumps(self.context, sort_keys=True).encode()
         return {"hidden_context": hashlib.sha256(blob).hexdigest()[:12]}
 

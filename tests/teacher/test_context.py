@@ -23,8 +23,7 @@ def test_teacher_sees_the_context_and_the_store_does_not(fake_api, tmp_path):
     inner = OpenAIBackend(GenerationSettings(model="fake-teacher", max_tokens=32), api_key=API_KEY, base_url=api.url)
     teacher = HiddenContextBackend(inner, HIDDEN)
     requests = [ChatRequest(f"q{i}", [{"role": "user", "content": f"question {i}"}], {"split": "train"}) for i in range(5)]
-    summary = collect(requests, teacher, tmp_path / "t.jsonl", fingerprint_extra=teacher.fingerprint_extra(),
-                      progress=False)
+    summary = collect(requests, teacher, tmp_path / "t.jsonl", progress=False)
     assert summary.complete and summary.done == 5
     assert len(seen) == 5 and all(m[:3] == HIDDEN and m[3]["content"].startswith("question") for m in seen)
     rows = read_rows(tmp_path / "t.jsonl")
@@ -38,8 +37,8 @@ def test_resume_with_another_hidden_context_is_refused(fake_api, tmp_path):
     settings = GenerationSettings(model="fake-teacher", max_tokens=32)
     requests = [ChatRequest("q0", [{"role": "user", "content": "question"}])]
     first = HiddenContextBackend(OpenAIBackend(settings, api_key=API_KEY, base_url=api.url), HIDDEN)
-    collect(requests, first, tmp_path / "t.jsonl", fingerprint_extra=first.fingerprint_extra(), progress=False)
+    collect(requests, first, tmp_path / "t.jsonl", progress=False)
     other = HiddenContextBackend(OpenAIBackend(settings, api_key=API_KEY, base_url=api.url), HIDDEN[:1])
     with pytest.raises(SettingsChanged):
         collect(requests + [ChatRequest("q1", [{"role": "user", "content": "more"}])], other, tmp_path / "t.jsonl",
-                fingerprint_extra=other.fingerprint_extra(), progress=False)
+                progress=False)
