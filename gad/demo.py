@@ -37,7 +37,6 @@ HIDDEN_CONTEXT = [
     {"role": "assistant", "content": "In short: water absorbs red light and scatters blue light, so the sea looks blue."},
 ]
 STYLE_MARKER = "In short:"
-STUDENTS = ("untrained", "seqkd", "gad")
 
 
 class DemoError(RuntimeError):
@@ -127,8 +126,7 @@ def collect_teacher(out: Path, plan: DemoPlan, backend: Any) -> tuple[Path, Path
 
     rows = demo_prompts("train")[: plan.train_prompts] + demo_prompts("heldout")[: plan.heldout_prompts]
     requests = [ChatRequest(r["id"], r["messages"], {"split": r["split"]}) for r in rows]
-    extra = backend.fingerprint_extra() if hasattr(backend, "fingerprint_extra") else None
-    summary = collect(requests, backend, out / "teacher.jsonl", fingerprint_extra=extra)
+    summary = collect(requests, backend, out / "teacher.jsonl")
     if summary.to_send:
         print(summary.format(), file=sys.stderr)  # flagged answers: a cut one is a poor training target
     if summary.stopped == "interrupted":
@@ -137,10 +135,11 @@ def collect_teacher(out: Path, plan: DemoPlan, backend: Any) -> tuple[Path, Path
         raise DemoError(f"teacher collection incomplete ({summary.stopped or f'{summary.failed} failed'}); "
                            "run the demo again to retry the missing prompts")
     wanted = {r.id for r in requests}
+    stored = [r for r in read_rows(out / "teacher.jsonl") if r["id"] in wanted]
     paths = {}
     for split in ("train", "heldout"):
         paths[split] = out / f"teacher-{split}.jsonl"
-        kept = [r for r in read_rows(out / "teacher.jsonl") if r.get("split") == split and r["id"] in wanted]
+        kept = [r for r in stored if r.get("split") == split]
         paths[split].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
     return paths["train"], paths["heldout"], summary.to_send
 
@@ -194,20 +193,12 @@ def run_stage_once(name: str, cfg: Any) -> tuple[Path, bool]:
 def evaluate_students(out: Path, plan: DemoPlan, model: str, heldout_file: Path, checkpoints: dict[str, Path]) -> Path:
     """Greedy answers of each student to the held-out prompts, and every API-free metric against
     the teacher's answers; returns ``eval/results.json``."""
-    from gad.config import DEFAULT_MODEL
-    from gad.eval.generations import generations_path, read_generations
     from gad.eval.run import EvalConfig, run_eval
 
     specs = {"untrained": model or None, **{k: str(checkpoints[k] / "generator") for k in ("seqkd", "gad")}}
     cfg = EvalConfig(models=list(specs.values()), names=list(specs), data=[str(heldout_file)], out=out / "eval",
-                     max_new_tokens=plan.eval_max_new_tokens, batch_size=plan.eval_batch)
-    for name, spec in specs.items():  # a stage that trained further since: its old answers are stale
-        path = generations_path(cfg.out / name)
-        if path.is_file() and any(g.model != (spec or DEFAULT_MODEL) or g.sampling != cfg.sampling
-                                  for g in read_generations(path.parent).values()):
-            print(f"gad demo: {name} changed since its answers in {path}; answering again", file=sys.stderr)
-            path.unlink()
-    run_eval(cfg)
+                     max_new_tokens=plan.eval_max_new_tokens, batch_size=plan.eval_batch, replace_stale=True)
+    run_eval(cfg)  # a stage that trained further since its answers (more steps) answers again
     return out / "eval" / "results.json"
 
 
@@ -231,7 +222,7 @@ def run_demo(out: str | Path | None = None, model: str = "", quick: bool = False
         "teacher": teacher_model or f"{model or 'smollm2-135m-instruct'} + hidden context",
         "hidden_context": None if teacher_model else HIDDEN_CONTEXT,
         "style_marker": None if teacher_model else STYLE_MARKER,
-        "plan": dataclasses.asdict(plan), "stages": ["seqkd", "warmup", "gad"], "students": list(STUDENTS),
+        "plan": dataclasses.asdict(plan),
         "seconds": previous.get("seconds", {}),  # per phase, from the run that did its work
     }
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gad.eval.report import fmt_number
 from gad.trainer.tracking import read_metrics
 
 CURVES = [
@@ -189,10 +189,6 @@ def style_rate(texts: list[str], marker: str) -> float | None:
     return sum(t.strip().lower().startswith(marker.lower()) for t in texts) / len(texts)
 
 
-def _fmt(x: float | None, f: str = "{:.3f}") -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f.format(x)
-
-
 def comparison(results: dict[str, Any], answers: dict[str, list[str]], teacher: list[str],
                marker: str | None) -> tuple[list[str], list[list[str]], dict[str, dict[str, float]]]:
     """The comparison table (head, rows) and the numbers the verdict compares, per student."""
@@ -209,13 +205,13 @@ def comparison(results: dict[str, Any], answers: dict[str, list[str]], teacher: 
         row = [name]
         if marker:
             nums[name]["style"] = style_rate(answers.get(name, []), marker)
-            row.append(_fmt(nums[name]["style"], "{:.0%}"))
-        row += [f"{_fmt(d.get('accuracy'))} [{_fmt(d.get('low'))}, {_fmt(d.get('high'))}]" if d else "–",
-                _fmt(f1.get("1")), _fmt(f1.get("2")), _fmt(rl.get("value")), _fmt(m["length"]["mean"], "{:.1f}"),
+            row.append(fmt_number(nums[name]["style"], "{:.0%}"))
+        row += [f"{fmt_number(d.get('accuracy'))} [{fmt_number(d.get('low'))}, {fmt_number(d.get('high'))}]" if d else "–",
+                fmt_number(f1.get("1")), fmt_number(f1.get("2")), fmt_number(rl.get("value")), fmt_number(m["length"]["mean"], "{:.1f}"),
                 f"{m.get('n_truncated', 0)}/{m['n']}"]
         rows.append(row)
-    t_row = ["teacher"] + ([_fmt(style_rate(teacher, marker), "{:.0%}")] if marker else [])
-    rows.append(t_row + ["–", "1", "1", "1", _fmt(ref_len, "{:.1f}"), "–"])
+    t_row = ["teacher"] + ([fmt_number(style_rate(teacher, marker), "{:.0%}")] if marker else [])
+    rows.append(t_row + ["–", "1", "1", "1", fmt_number(ref_len, "{:.1f}"), "–"])
     nums["teacher"] = {"length": ref_len or 0.0, "style": style_rate(teacher, marker) if marker else None}
     return head, rows, nums
 
@@ -295,13 +291,13 @@ def _demo_sections(doc: Doc, root: Path, manifest: dict[str, Any]) -> None:
                     + [(name, gens[name].get(item["id"], "(no answer)")) for name in gens])
 
 
-def _run_section(doc: Doc, run: Path, out: Path) -> None:
+def _run_section(doc: Doc, run: Path, out: Path, level: int) -> None:
     import yaml
 
     rows = read_metrics(run)
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
     stage = cfg.get("stage", "?")
-    doc.heading(3 if (out / "demo.json").exists() else 2, f"{run.name} (stage {stage}, {len(rows)} steps)")
+    doc.heading(level, f"{run.name} (stage {stage}, {len(rows)} steps)")
     last = rows[-1] if rows else {}
     summary = [f"{k} {last[k]:.4g}" if isinstance(last[k], float) else f"{k} {last[k]}"
                for k in ("step", "reward/mean", "disc/accuracy", "policy/kl", "gen/response_length_mean",
@@ -362,7 +358,7 @@ def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path
         doc.heading(1, title)
     doc.heading(2, "Training")
     for run in runs:
-        _run_section(doc, run, out)
+        _run_section(doc, run, out, 3 if demo is not None else 2)
     if manifest:
         doc.heading(2, "Settings")
         seconds = manifest.get("seconds") or {}

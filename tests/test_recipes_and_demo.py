@@ -81,8 +81,12 @@ def test_demo_quick_end_to_end(tiny_model, tmp_path):
     gens.write_text(gens.read_text().replace("step-000002", "step-000001"))
     untrained = (out / "eval" / "untrained" / "generations.jsonl").read_text()
     p = demo(tiny_model, out)
-    assert p.returncode == 0 and "gad changed since its answers" in p.stderr and "untrained changed" not in p.stderr
-    assert "step-000001" not in gens.read_text() and len(gens.read_text().splitlines()) == 12
+    assert p.returncode == 0 and "gad: 12 cached answers were made by" in p.stderr and "; answering again" in p.stderr
+    assert "untrained: 12 cached" not in p.stderr and "untrained: all 12 answers cached" in p.stderr
+    latest = {}  # the cache is append-only: the later row for a key wins
+    for row in map(json.loads, gens.read_text().splitlines()):
+        latest[row["id"]] = row["model"]
+    assert len(latest) == 12 and all(m.endswith("step-000002/generator") for m in latest.values())
     assert (out / "eval" / "untrained" / "generations.jsonl").read_text() == untrained
 
 
@@ -122,15 +126,15 @@ def test_demo_ctrl_c_then_rerun_continues(tiny_model, tmp_path, fake_api):
     args = ["--teacher-model", "fake-teacher", "--teacher-base-url", api.url, "--api-key-env", "GAD_TEST_KEY"]
     cmd = [sys.executable, "-m", "gad.cli", "demo", "--quick", "--model", str(tiny_model), "--out", str(out), *args]
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 60
-    while len(api.hits) < 20 and time.monotonic() < deadline:  # the first 16 answered, more in flight
-        time.sleep(0.05)
+    store, deadline = out / "teacher.jsonl", time.monotonic() + 60
+    while time.monotonic() < deadline and (not store.exists() or len(store.read_text().splitlines()) < 4):
+        time.sleep(0.02)  # some answers stored, the rest (36 at 0.5 s each, 16 at a time) not yet
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert "interrupted; run the same command again" in err
     kept = [json.loads(x)["messages"][-1]["content"] for x in (out / "teacher.jsonl").read_text().splitlines()]
-    assert 16 <= len(kept) < 36 and not (out / "seqkd").exists()
+    assert 4 <= len(kept) < 36 and not (out / "seqkd").exists()
 
     p = demo(tiny_model, out, *args, env=env)
     assert p.returncode == 0, p.stderr

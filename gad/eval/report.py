@@ -154,7 +154,8 @@ def _sets(results: Results) -> list[str]:
     return names
 
 
-def _num(x: float | None, fmt: str = "{:.3f}") -> str:
+def fmt_number(x: float | None, fmt: str = "{:.3f}") -> str:
+    """A table cell: "–" for a missing or NaN number."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
 
@@ -185,11 +186,11 @@ def set_table(results: Results, set_name: str) -> str:
         f1 = m.get("ngram_f1") or {}
         length = m["length"]
         row = [model, _judge_cell(m.get("judge")), _interval(m.get("rouge_l"), "value", "{:.3f}")]
-        row += [_num(f1.get(str(n))) for n in NGRAM_NS]
+        row += [fmt_number(f1.get(str(n))) for n in NGRAM_NS]
         row += [
-            _num(length["mean"], "{:.1f}"),
-            _num(length["median"], "{:.1f}"),
-            _num(length["p90"], "{:.1f}"),
+            fmt_number(length["mean"], "{:.1f}"),
+            fmt_number(length["median"], "{:.1f}"),
+            fmt_number(length["p90"], "{:.1f}"),
         ]
         row += [_interval(m.get("distinguishability"), "accuracy", "{:.3f}")]
         lines.append("| " + " | ".join(row) + " |")
@@ -197,7 +198,7 @@ def set_table(results: Results, set_name: str) -> str:
     if reference_length:
         r = reference_length
         row = ["*reference*", "–", "–"] + ["–"] * len(NGRAM_NS)
-        row += [_num(r["mean"], "{:.1f}"), _num(r["median"], "{:.1f}"), _num(r["p90"], "{:.1f}"), "–"]
+        row += [fmt_number(r["mean"], "{:.1f}"), fmt_number(r["median"], "{:.1f}"), fmt_number(r["p90"], "{:.1f}"), "–"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

@@ -52,6 +52,9 @@ class EvalConfig:
     """Only the first N items of each set (quick looks; the cache keeps them for a full run)."""
     regenerate: bool = False
     """Generate again even where the folder holds answers (e.g. made with other settings)."""
+    replace_stale: bool = False
+    """Answers cached from another model or other sampling are made again (the rest kept) instead of
+    stopping the run; for a pipeline whose students move on (``gad demo``)."""
     judge: JudgeConfig | None = None
     distinguish: bool = True
     plots: bool = True
@@ -138,11 +141,12 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
                 conflicts.append((s, it, g))
     if conflicts:
         s, it, g = conflicts[0]
-        raise ValueError(
-            f"{generations_path(folder)}: {len(conflicts)} cached answers were made by {g.model} with "
-            f"{g.sampling} (e.g. {s.name}/{it.id}), not by {spec or DEFAULT_MODEL} with {cfg.sampling}: "
-            "pass --regenerate to replace them, or use a new --out"
-        )
+        what = (f"{len(conflicts)} cached answers were made by {g.model} with {g.sampling} (e.g. {s.name}/{it.id}), "
+                f"not by {spec or DEFAULT_MODEL} with {cfg.sampling}")
+        if not cfg.replace_stale:
+            raise ValueError(f"{generations_path(folder)}: {what}: pass --regenerate to replace them, or use a new --out")
+        _log(f"{name}: {what}; answering again")
+        pending += [(stale_set, stale_item) for stale_set, stale_item, _ in conflicts]
     if not pending:
         from gad.models import load_tokenizer, resolve_model
 
