@@ -241,7 +241,7 @@ class OpenAIBackend:
             if status == 429 or status in (408, 409) or status >= 500:
                 return f"HTTP {status}", _retry_after(exc.response.headers), False
             return f"HTTP {status}", None, True
-        if isinstance(exc, o.APITimeoutError) and not _was_disconnect(exc):
+        if isinstance(exc, o.APITimeoutError) and not _connection_failure(exc):
             return "timeout", None, False
         if isinstance(exc, o.APIConnectionError):
             return "connection error", None, False
@@ -301,19 +301,19 @@ def _httpx_module():
         return httpx
 
 
-def _was_disconnect(exc: BaseException) -> bool:
-    """The aiohttp transport reports a dropped connection as a (connect) timeout; tell them apart
-    so the summary's retry reasons say what happened."""
+def _connection_failure(exc: BaseException) -> str | None:
+    """The aiohttp transport reports a dropped *or refused* connection as a (connect) timeout; find
+    the real cause so the summary's retry reasons and the errors say what happened."""
     seen = 0
     cause = exc.__cause__ or exc.__context__
     while cause is not None and seen < 8:
-        name = type(cause).__name__
-        if "Disconnected" in name or "disconnected" in str(cause).lower():
-            return True
+        text = str(cause)
+        if "Disconnected" in type(cause).__name__ or any(s in text.lower() for s in ("disconnected", "cannot connect")):
+            return text
         cause, seen = cause.__cause__ or cause.__context__, seen + 1
-    return False
+    return None
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = (_connection_failure(exc) or str(exc)).strip() or type(exc).__name__
     return text[:300]

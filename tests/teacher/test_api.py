@@ -184,3 +184,31 @@ def test_switches_to_max_completion_tokens_when_asked(fake_api, tmp_path):
     assert len(api.hits) == 6  # one 400, then every request with max_completion_tokens
     s = collect(requests(20), backend(fake_api(reject_max_tokens=True), concurrency=8), tmp_path / "u.jsonl")
     assert s.complete and s.done == 20  # several in flight with the old field all recover
+
+
+def test_dead_server_is_retried_then_reported_as_a_connection_error(tmp_path):
+    """Nothing listening (a typo'd URL, a vLLM still starting): retried like a blip, then reported as
+    what it is, not as a timeout, and asked again by the next run."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = OpenAIBackend(GenerationSettings(model="fake-teacher", max_tokens=8), api_key=API_KEY,
+                         base_url=f"http://127.0.0.1:{port}/v1", timeout_s=2,
+                         retry=RetryPolicy(max_retries=2, backoff_base_s=0.01))
+    summary = collect(requests(3), dead, tmp_path / "t.jsonl", progress=False)
+    assert not summary.complete and summary.failed == 3 and summary.done == 0
+    assert summary.retry_reasons == {"connection error": 6}
+    assert not (tmp_path / "t.jsonl").read_text()  # nothing stored: all three are asked again next time
+    dead = OpenAIBackend(GenerationSettings(model="fake-teacher", max_tokens=8), api_key=API_KEY,
+                         base_url=f"http://127.0.0.1:{port}/v1", timeout_s=2, retry=RetryPolicy(max_retries=0))
+
+    async def ask():
+        try:
+            return await dead.respond(requests(1))
+        finally:
+            await dead.aclose()
+
+    [answer] = asyncio.run(ask())
+    assert answer.error.startswith("gave up after 1 attempts; last: connection error: Cannot connect to host 127.0.0.1")
