@@ -14,9 +14,39 @@ DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 @pytest.fixture
 def data_dir() -> Path:
+    """The real public files: their licences keep them out of the repo, so these tests need them
+    beside the clone (``../shared/data``). Every format is also covered, always, by
+    ``test_every_public_format_in_small`` on rows written here in the same schemas."""
     if not DATA_DIR.is_dir():
-        pytest.skip(f"the public evaluation sets are not at {DATA_DIR} (CI lays shared/ beside the clone)")
+        pytest.skip(f"the public evaluation sets are not at {DATA_DIR}")
     return DATA_DIR
+
+
+def test_every_public_format_in_small(tmp_path):
+    fastchat = _write(tmp_path, [{"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Shorter."],
+                                  "reference": ["hint"]}], "mt.jsonl")
+    selfinst = _write(tmp_path, [{"id": "t0", "motivation_app": "Grammarly", "instruction": "Fix this.",
+                                  "instances": [{"input": "I is here.", "output": "I am here."}]},
+                                 {"id": "t1", "motivation_app": "Gmail", "instruction": "Say hi.",
+                                  "instances": [{"input": "", "output": "Hi."}]}], "si.jsonl")
+    dolly = _write(tmp_path, [{"instruction": "What is X?", "context": "X is a cactus.", "response": "A cactus.",
+                               "category": "closed_qa"}], "dolly.jsonl")
+    alpaca = tmp_path / "alpaca.json"  # AlpacaEval: a JSON list
+    alpaca.write_text(json.dumps([{"instruction": "Name an actor.", "output": "Someone.", "generator": "g",
+                                   "dataset": "oasst"}]))
+    mt = load_eval_set(fastchat)
+    assert (mt.format, mt.items[0].id, mt.items[0].prompt, mt.items[0].category) == ("fastchat", "81", "Write a poem.", "writing")
+    assert mt.items[0].meta == {"n_turns": 2, "judge_reference": ["hint"]} and mt.items[0].reference is None
+    si = load_eval_set(selfinst)
+    assert si.format == "selfinst" and si.items[0].prompt == "Fix this.\n\nI is here." and si.items[1].prompt == "Say hi."
+    assert si.items[0].reference == "I am here." and si.items[0].category == "Grammarly"
+    d = load_eval_set(dolly)
+    assert d.format == "dolly" and d.items[0].prompt == "What is X?\n\nX is a cactus." and d.items[0].id == "0"
+    assert d.items[0].reference == "A cactus." and d.items[0].meta == {"has_context": True}
+    a = load_eval_set(alpaca)
+    assert a.format == "alpaca" and a.items[0].prompt == "Name an actor." and a.items[0].reference == "Someone."
+    assert a.items[0].category == "oasst" and a.items[0].meta == {"generator": "g"}
+    assert resolve_eval_set("mt", [tmp_path]) == fastchat  # a file stem in a data dir
 
 
 def test_vicuna(data_dir):

@@ -71,7 +71,22 @@ def test_parquet(tmp_path):
         read_prompts(tmp_path / "bad.parquet")
 
 
-@pytest.mark.skipif(not DATA.exists(), reason="evaluation data not present")
+def test_public_formats_in_small(tmp_path):
+    """The public sets' schemas, always (the real files below need ../shared/data beside the clone)."""
+    p = write_jsonl(tmp_path / "p.jsonl", [
+        {"question_id": 81, "turns": ["first turn", "second turn"]},
+        {"id": "si0", "instruction": "Fix this.", "instances": [{"input": "I is here.", "output": "x"}]},
+        {"instruction": "What is X?", "context": "X is a cactus.", "response": "A cactus."},
+        {"instruction": "Name an actor.", "output": "Someone."},
+    ])
+    asked = [(r.id, r.messages) for r in read_prompts(p).requests]
+    assert asked[0] == ("81", [{"role": "user", "content": "first turn"}])
+    assert asked[1] == ("si0", [{"role": "user", "content": "Fix this.\n\nI is here."}])
+    assert asked[2][1] == [{"role": "user", "content": "What is X?\n\nX is a cactus."}]
+    assert asked[3][1] == [{"role": "user", "content": "Name an actor."}]
+
+
+@pytest.mark.skipif(not DATA.exists(), reason=f"the public evaluation sets are not at {DATA} (licences keep them out of the repo)")
 def test_public_eval_formats():
     vicuna = read_prompts(DATA / "vicuna80.jsonl")
     assert len(vicuna.requests) == 80 and vicuna.requests[0].id == "1"
