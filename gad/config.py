@@ -18,11 +18,13 @@ from typing import Any
 
 import yaml
 
+from gad.errors import UserError
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 STAGES = ("seqkd", "warmup", "train", "offpolicy")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot run. Raised before anything expensive happens."""
 
 

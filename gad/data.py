@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
+from gad.errors import UserError
 from gad.rows import iter_rows, messages_id, row_to_messages
 
 
-class TeacherSetError(ValueError):
+class TeacherSetError(UserError, ValueError):
     """A malformed teacher set; the message names file, line and field."""
 
 

@@ -29,6 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
+
 HIDDEN_CONTEXT = [
     {"role": "system", "content": "You answer every question in one or two short sentences. Always start with 'In short:'."},
     {"role": "user", "content": "How do I make toast?"},
@@ -39,7 +41,7 @@ HIDDEN_CONTEXT = [
 STYLE_MARKER = "In short:"
 
 
-class DemoError(RuntimeError):
+class DemoError(UserError, RuntimeError):
     """A phase could not finish (e.g. teacher requests failed); what was done is kept for the rerun."""
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
 from gad.eval.metrics import combine_orders
 from gad.eval.sets import EvalItem, Message
 
@@ -74,7 +75,7 @@ _SCORE_LINE = re.compile(
 )
 
 
-class JudgeError(RuntimeError):
+class JudgeError(UserError, RuntimeError):
     """The judge cannot go on (bad key, unknown model, a store written with other settings)."""
 
 

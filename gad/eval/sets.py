@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
 from gad.rows import Message, instruction_to_messages, iter_rows, text_field, turns_to_messages
 
 FORMATS = ("teacher", "fastchat", "selfinst", "dolly", "alpaca")
@@ -48,7 +49,7 @@ KNOWN_SETS: dict[str, str] = {
 }
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError, ValueError):
     """A data file that cannot be read as an evaluation set; the message names file, line, field."""
 
 

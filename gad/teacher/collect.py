@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
 from gad.teacher.backend import ChatRequest, ChatResponse, FatalBackendError, TeacherBackend
 from gad.teacher.redact import scrub
 from gad.teacher.store import ResponseStore, StoreError, sidecar
@@ -24,7 +25,7 @@ from gad.teacher.store import ResponseStore, StoreError, sidecar
 FLAGS = ("empty", "truncated", "refused")
 
 
-class SettingsChanged(RuntimeError):
+class SettingsChanged(UserError, RuntimeError):
     pass
 
 

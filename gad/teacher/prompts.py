@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from gad import rows as _rows
+from gad.errors import UserError
 from gad.rows import iter_rows
 from gad.rows import messages_id as message_hash  # the name this module gave it first
 from gad.teacher.backend import ChatRequest, Message
 
 
-class PromptFormatError(ValueError):
+class PromptFormatError(UserError, ValueError):
     """A bad prompt row; the message names the file, the line (or parquet row) and the field."""
 
 

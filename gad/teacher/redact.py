@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from gad.errors import UserError
+
 _SECRETS: set[str] = set()
 
 
@@ -42,5 +44,5 @@ def api_key_from_env(var: str, *, required: bool = True) -> str | None:
     return value
 
 
-class FatalKeyError(RuntimeError):
+class FatalKeyError(UserError, RuntimeError):
     pass

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
 
-class StoreError(RuntimeError):
+
+class StoreError(UserError, RuntimeError):
     pass
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from gad.config import Config, save_config
 from gad.data import batch_indices, encode_teacher_set, read_teacher_set
+from gad.errors import UserError
 from gad.models import resolve_model
 from gad.trainer import checkpoint as ckpt
 from gad.trainer.roles import build_roles
@@ -25,7 +26,7 @@ from gad.trainer.tracking import MetricsLogger
 StepFn = Callable[[int, PromptBatch, Any, PhaseTimer], dict[str, float]]
 
 
-class RunExistsError(RuntimeError):
+class RunExistsError(UserError, RuntimeError):
     """The run folder already holds checkpoints and ``resume`` was not asked for."""
 
 
