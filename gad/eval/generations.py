@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gad.errors import InputNotFound
 from gad.eval.sets import EvalDataError
 from gad.rows import Message, iter_rows
 
@@ -78,7 +79,7 @@ def read_generations(path: str | os.PathLike) -> dict[tuple[str, str], Generatio
     """All cached generations of a folder (or a ``.jsonl`` file), keyed by ``(set, id)``, last row wins."""
     file = generations_path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"no generations at {file} (expected {GENERATIONS_FILE} in the folder)")
+        raise InputNotFound(f"no generations at {file} (expected {GENERATIONS_FILE} in the folder)")
     out: dict[tuple[str, str], Generation] = {}
     for where, _, row in iter_rows(file, EvalDataError):
         g = _parse(row, where)
