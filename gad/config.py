@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from gad.errors import UserError
+from gad.secrets import looks_like_secret
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 STAGES = ("seqkd", "warmup", "train", "offpolicy")
@@ -376,21 +377,24 @@ def load_config(
     return from_dict(_merge(raw, cli), stage, where).validate(check_files)
 
 
-SECRET_WORDS = ("key", "token", "secret", "password")
+REDACTED = "<redacted>"
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config as plain data, with anything that looks like a secret removed."""
-    data = dataclasses.asdict(cfg)
+    """The resolved config as plain data, every value that is or looks like a secret (an API key
+    pasted into a field, a value registered with :func:`gad.secrets.register_secret`) replaced by
+    ``<redacted>``. Field names do not matter: no field is meant to hold a secret, and the rest
+    loads back with :func:`load_config` as the same config."""
 
     def scrub(d: dict[str, Any]) -> dict[str, Any]:
         return {
-            k: (scrub(v) if isinstance(v, dict) else ("<redacted>" if any(w in k.lower() for w in SECRET_WORDS) and v else v))
+            k: scrub(v) if isinstance(v, dict) else REDACTED if isinstance(v, str) and looks_like_secret(v) else v
             for k, v in d.items()
         }
 
-    return scrub(data)
+    return scrub(dataclasses.asdict(cfg))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write :func:`to_dict` as YAML: ``RUN/config.yaml``, which the run report shows as its settings."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
