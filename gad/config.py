@@ -20,6 +20,7 @@ import yaml
 
 from gad.errors import UserError
 from gad.secrets import looks_like_secret
+from gad.textfile import read_text
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 STAGES = ("seqkd", "warmup", "train", "offpolicy")
@@ -362,10 +363,10 @@ def load_config(
     where = "command line"
     if path:
         where = str(path)
+        if not Path(path).exists():
+            raise ConfigError(f"{path}: no such config file")
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
+            raw = yaml.safe_load(read_text(path, ConfigError)) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):

@@ -113,3 +113,21 @@ def test_saved_config_loads_back_equal(tmp_path, teacher_set):
                       stage="warmup")
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_a_byte_order_mark_is_read(tmp_path, teacher_set):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"\xef\xbb\xbf" + f"data:\n  train_file: {teacher_set}\nrollout:\n  n: 4\n".encode())
+    assert load_config(p, stage="train").rollout.n == 4
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, teacher_set):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(f"data:\n  train_file: {teacher_set}\n".encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: not UTF-8 text \(byte 0xe9 at column 6\)"):
+        load_config(p, stage="train")
+
+
+def test_a_folder_is_not_a_config(tmp_path):
+    with pytest.raises(ConfigError, match=r": is a folder, not a file"):
+        load_config(tmp_path, stage="train")

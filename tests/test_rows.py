@@ -69,3 +69,51 @@ def test_bad_prompts_name_the_field(row, match):
 def test_messages_id_is_pinned():
     # Resuming a teacher collection matches these ids across runs: a change here orphans stored rows.
     assert messages_id([{"role": "user", "content": "hello"}]) == "hd98167dd28f22e33"
+
+
+BOM = b"\xef\xbb\xbf"
+LATIN1 = '{"prompt": "caf\xe9"}'.encode("latin-1")  # a Windows-1252 / Latin-1 file: 0xe9 is not UTF-8
+
+
+@pytest.mark.parametrize("name, body", [
+    ("a.jsonl", b'{"prompt": "x"}\r\n{"prompt": "y"}\r\n'),
+    ("b.json", b'[{"prompt": "x"}, {"prompt": "y"}]'),
+    ("c.json", b'{"prompt": "x"}\n{"prompt": "y"}\n'),
+])
+def test_a_byte_order_mark_is_read(tmp_path, name, body):
+    # Spreadsheet exports and Windows editors start UTF-8 files with EF BB BF.
+    (tmp_path / name).write_bytes(BOM + body)
+    assert [row for _, _, row in iter_rows(tmp_path / name, Bad)] == [{"prompt": "x"}, {"prompt": "y"}]
+
+
+@pytest.mark.parametrize("name, body, match", [
+    ("a.jsonl", b'{"prompt": "x"}\n\n' + LATIN1 + b"\n", r"a.jsonl:3: not UTF-8 text \(byte 0xe9 at column 16\)"),
+    ("b.json", b'[{"prompt": "x"},\n ' + LATIN1 + b"]", r"b.json:2: not UTF-8 text \(byte 0xe9 at column 17\)"),
+    ("u.jsonl", '{"prompt": "x"}\n'.encode("utf-16"), r"u.jsonl:1: not UTF-8 text \(byte 0xff at column 1\).*UTF-16"),
+])
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, name, body, match):
+    (tmp_path / name).write_bytes(body)
+    with pytest.raises(Bad, match=match):
+        list(iter_rows(tmp_path / name, Bad))
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_row_the_others_are_kept(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(b'{"prompt": "x"}\n' + LATIN1 + b'\n{"prompt": "y"}\n')
+    rows = [row for _, _, row in iter_rows(p, Bad, keep_going=True)]
+    assert rows[0] == {"prompt": "x"} and rows[2] == {"prompt": "y"}
+    assert isinstance(rows[1], Bad) and "t.jsonl:2: not UTF-8 text" in str(rows[1])
+
+
+def test_json_lines_keep_unicode_line_separators_inside_strings(tmp_path):
+    # json.dumps(ensure_ascii=False) writes U+2028 as it is; it is not a line break in JSON lines.
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({"prompt": "a\u2028b"}, ensure_ascii=False) + "\n{}\n", encoding="utf-8")
+    assert [row for _, _, row in iter_rows(p, Bad)] == [{"prompt": "a\u2028b"}, {}]
+
+
+def test_a_file_that_is_not_parquet_is_a_clear_error(tmp_path):
+    p = tmp_path / "t.parquet"
+    p.write_text('{"prompt": "x"}\n')
+    with pytest.raises(Bad, match=r"t.parquet: not a parquet file"):
+        list(iter_rows(p, Bad))
