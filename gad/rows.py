@@ -189,6 +189,21 @@ def check_messages(messages: Any, where: str, name: str, error: type[ValueError]
     return out
 
 
+def row_id(row: dict[str, Any], where: str, error: type[ValueError] = ValueError, name: str = "id") -> str | None:
+    """The row's ``name`` field as an id string, ``None`` when it is absent (or null).
+
+    An id is a string or an integer (upstream sets use both; ``7`` and ``"7"`` are the same id);
+    anything else (a bool, float, list or object, whose text would differ between writers) is an
+    ``error`` naming the field. Every reader checks ids here.
+    """
+    value = row.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise error(f"{where}: field '{name}': expected a string or an integer, got {type(value).__name__}")
+    return str(value)
+
+
 def messages_id(messages: list[Message]) -> str:
     """The id of a row that carries none: ``h`` + 16 hex digits of SHA-256 of the chat.
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gad.rows import iter_rows, messages_id, row_to_messages
+from gad.rows import iter_rows, messages_id, row_id, row_to_messages
 
 
 class Bad(ValueError):
@@ -117,3 +117,34 @@ def test_a_file_that_is_not_parquet_is_a_clear_error(tmp_path):
     p.write_text('{"prompt": "x"}\n')
     with pytest.raises(Bad, match=r"t.parquet: not a parquet file"):
         list(iter_rows(p, Bad))
+
+
+@pytest.mark.parametrize("reader", ["teacher set", "prompts", "eval set", "generations"])
+@pytest.mark.parametrize("bad", [True, 1.5, [1], {"a": 1}])
+def test_every_reader_checks_ids_the_same_way(tmp_path, reader, bad):
+    # One id rule for every file: a string or an integer (what upstream sets use), never a bool,
+    # float, list or object (whose str() would differ between writers or collide).
+    from gad.data import read_teacher_set
+    from gad.eval.generations import read_generations
+    from gad.eval.sets import load_eval_set
+    from gad.teacher.prompts import read_prompts
+
+    row, name, read = {
+        "teacher set": ({"id": bad, "prompt": "q", "teacher_response": "r"}, "id", read_teacher_set),
+        "prompts": ({"id": bad, "prompt": "q"}, "id", read_prompts),
+        "eval set": ({"question_id": bad, "turns": ["q"]}, "question_id", load_eval_set),
+        "generations": ({"set": "s", "id": bad, "prompt": "q", "response": "r"}, "id", read_generations),
+    }[reader]
+    p = tmp_path / "f.jsonl"
+    p.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=rf"f.jsonl:1: field '{name}': expected a string or an integer, "
+                                         rf"got {type(bad).__name__}$"):
+        read(p)
+
+
+def test_row_id():
+    assert row_id({"id": 7}, "f:1", Bad) == "7" and row_id({"id": "a"}, "f:1", Bad) == "a"
+    assert row_id({}, "f:1", Bad) is None and row_id({"id": None}, "f:1", Bad) is None
+    assert row_id({"question_id": 3}, "f:1", Bad, "question_id") == "3"
+    with pytest.raises(Bad, match=r"f:1: field 'id': expected a string or an integer, got bool"):
+        row_id({"id": False}, "f:1", Bad)
