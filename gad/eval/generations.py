@@ -28,7 +28,7 @@ from typing import Any
 
 from gad.errors import InputNotFound
 from gad.eval.sets import EvalDataError
-from gad.rows import Message, iter_rows
+from gad.rows import Message, iter_rows, row_id
 
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -96,8 +96,9 @@ def _parse(row: dict[str, Any], where: str) -> Generation:
             raise bad(name, "missing")
     if not isinstance(row["set"], str) or not isinstance(row["response"], str):
         raise bad("set" if not isinstance(row["set"], str) else "response", "expected a string")
-    if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
-        raise bad("id", "expected a string or an integer")
+    rid = row_id(row, where, EvalDataError)
+    if rid is None:
+        raise bad("id", "missing")
     messages = row.get("messages")
     if messages is None and isinstance(row.get("prompt"), str):  # tolerated shorthand
         messages = [{"role": "user", "content": row["prompt"]}]
@@ -109,7 +110,7 @@ def _parse(row: dict[str, Any], where: str) -> Generation:
     sampling = row.get("sampling") or {}
     return Generation(
         set=row["set"],
-        id=str(row["id"]),
+        id=rid,
         messages=messages,
         response=row["response"],
         model=row.get("model") if isinstance(row.get("model"), str) else None,

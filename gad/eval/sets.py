@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from gad.errors import UserError
-from gad.rows import Message, instruction_to_messages, iter_rows, text_field, turns_to_messages
+from gad.rows import Message, instruction_to_messages, iter_rows, row_id, text_field, turns_to_messages
 
 FORMATS = ("teacher", "fastchat", "selfinst", "dolly", "alpaca")
 
@@ -129,12 +129,10 @@ class _Row:
         return text_field(self.row.get(name), self.where, self.prefix + name, EvalDataError, allow_empty=allow_empty)
 
     def ident(self, name: str) -> str:
-        if name not in self.row:
+        value = row_id(self.row, self.where, EvalDataError, name)  # ids are top-level fields
+        if value is None:
             raise self.error(name, "missing")
-        value = self.row[name]
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise self.error(name, f"expected a string or an integer, got {type(value).__name__}")
-        return str(value)
+        return value
 
 
 def _teacher(r: _Row, index: int) -> EvalItem:
