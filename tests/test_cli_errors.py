@@ -147,3 +147,28 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tiny_model, teacher_set
     assert p.returncode == 130, err
     assert "Traceback" not in err
     assert "gad train: interrupted; add --resume to the same command" in err
+
+
+def test_a_non_utf8_file_is_one_line_naming_file_and_line(capsys, tiny_model, teacher_set, tmp_path):
+    lines = teacher_set.read_bytes().splitlines(keepends=True)
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b"".join(lines[:2]) + lines[2].replace(b'"content": "', b'"content": "caf\xe9 ') + b"".join(lines[3:]))
+    rc, err = run_main(capsys, "seqkd", *overrides(tiny_model, bad, tmp_path / "run"))
+    assert rc == 2 and f"{bad}:3: not UTF-8" in one_line_error(err, "seqkd")
+    rc, err = run_main(capsys, "teacher", "--prompts", str(bad), "--out", str(tmp_path / "t.jsonl"), "--model", "m",
+                       "--base-url", "http://127.0.0.1:9/v1")
+    assert rc == 2 and f"{bad}:3: not UTF-8" in one_line_error(err, "teacher")
+    config = tmp_path / "c.yaml"
+    config.write_bytes(b"train:\n  max_steps: 2  # \xe9tapes\n")
+    rc, err = run_main(capsys, "seqkd", str(config))
+    assert rc == 2 and f"{config}:2: not UTF-8" in one_line_error(err, "seqkd")
+
+
+def test_a_file_with_a_byte_order_mark_is_read(capsys, tiny_model, teacher_set, tmp_path):
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + teacher_set.read_bytes())
+    out = tmp_path / "e"
+    rc, err = run_main(capsys, "eval", "--model", str(tiny_model), "--data", str(bom), "--out", str(out), "--limit", "2",
+                       "--max-new-tokens", "4", "--no-distinguish", "--no-plots", "--no-progress")
+    assert rc == 0, err
+    assert (out / "results.json").is_file()
