@@ -124,3 +124,20 @@ def test_checkpoint_sampling_defaults_do_not_leak_into_greedy_output(tiny_model,
         assert rows[r.id]["teacher_response"] == text
         assert rows[r.id]["meta"]["finish_reason"] == ("stop" if finished else "length")
         assert rows[r.id]["meta"]["usage"]["completion_tokens"] == len(expected) - finished
+
+
+def test_prompt_too_long_for_the_local_model_is_set_aside(tiny_model, tmp_path):
+    """As an API server does: a prompt that with its token budget exceeds the model's context is
+    refused with the reason, the rest of its batch is answered, and a rerun does not ask again."""
+    model, tokenizer = tiny_model
+    context = model.config.max_position_embeddings
+    backend = LocalBackend(GenerationSettings(model="tiny", max_tokens=4), model, tokenizer, batch_size=3, device="cpu")
+    reqs = [ChatRequest(id=f"p{i}", messages=[{"role": "user", "content": text}])
+            for i, text in enumerate(["hello how are you", "the cat sat " * (context // 3), "what is two plus two"])]
+    out = tmp_path / "t.jsonl"
+    summary = collect(reqs, backend, out, progress=False)
+    assert (summary.done, summary.rejected, summary.stopped) == (2, 1, None)
+    assert sorted(json.loads(line)["id"] for line in open(out)) == ["p0", "p2"]
+    [row] = [json.loads(line) for line in open(tmp_path / "t.rejected.jsonl")]
+    assert row["id"] == "p1" and f"maximum context length is {context} tokens" in row["reason"]
+    assert collect(reqs, backend, out, progress=False).skipped == 3
