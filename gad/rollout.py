@@ -44,7 +44,8 @@ class HFRollout:
             mask[i, width - len(p) :] = 1
         # A fresh GenerationConfig, not the model's: a checkpoint's own defaults (Qwen2.5 ships top_k=20,
         # repetition_penalty=1.05) would make the samples come from another distribution than the
-        # one the policy loss assumes.
+        # one the policy loss assumes. Passing it is not enough: transformers 5 fills every field
+        # left unset from `model.generation_config`, so that one is swapped for a blank during the call.
         # temperature 0 = greedy (evaluation); training always samples.
         decoding = (
             {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
@@ -54,13 +55,15 @@ class HFRollout:
             **decoding, num_return_sequences=n, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
         )
-        was_training = self.model.training
+        was_training, own_defaults = self.model.training, self.model.generation_config
         self.model.eval()
+        self.model.generation_config = GenerationConfig()
         try:
             with self.autocast():
                 out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
                 # (len(prompts) * n, width + new), grouped by prompt
         finally:
+            self.model.generation_config = own_defaults
             self.model.train(was_training)
         return [cut_at_eos(row, self.eos_id) for row in out[:, width:].tolist()]
 

@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--drop-truncated", action="store_true",
                    help="keep length-cut and refused answers out of the teacher set too (empty ones always are); they go to OUT.dropped.jsonl")
+    p.add_argument("--retry-rejected", action="store_true",
+                   help="send again the prompts the server refused for reasons of their own (too long, a content policy), logged in OUT.rejected.jsonl")
     p.add_argument("--allow-settings-change", action="store_true",
                    help="resume into an --out collected with other settings (mixes two teachers)")
     p.add_argument("--dry-run", action="store_true", help="count prompts and estimate input tokens; send nothing")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                                   extra_body=extra_body)
     prompts = read_prompts(args.prompts, system=args.system, limit=args.limit)
-    store = ResponseStore(args.out)
+    store = ResponseStore(args.out, retry_rejected=args.retry_rejected)
 
     if args.dry_run:
         done = store.scan().done_ids

@@ -17,11 +17,14 @@ Every call goes through the client of ``gad teacher`` (:func:`gad.teacher.collec
 Ids name content, not models: a rerun, a second student with an identical answer, or a new metric
 pays for nothing twice, and a regenerated answer gets a fresh id instead of a stale score.
 
-A reply whose first line is not two scores in 1–10 is asked again (``parse_retries`` times) with
-the bad reply quoted back and a one-line reminder of the format; each attempt is its own row, so a
-rerun replays them for free. A prompt whose reference, or either order, never parses (or whose
-request failed after the client's retries) is a *failure*: reported with its reason, left out of
-the mean, never scored.
+A reply whose first line is not two scores in 1–10 is asked again (``parse_retries`` times): the
+first prompt, a bounded part of the bad reply (its head and tail, :data:`QUOTE_CHARS`, so the re-ask
+cannot grow past the judge's context) and a one-line reminder of the format; each attempt is its own
+row, so a rerun replays them for free. A prompt whose reference, or either order, never parses, whose
+request failed after the client's retries, or which the judge's server refused (too long for its
+context, a content policy; logged in the store's ``.rejected.jsonl`` and not sent again) is a
+*failure*: reported with its reason, left out of the mean, never scored. Only what would hit every
+request (a bad key, an unknown model, the same refusal on several prompts in a row) stops the judge.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ RETRY_PROMPT = (
 )
 PROMPT_VERSION = "minillm-pairwise-v1"
 """Part of the stores' fingerprint: changing the prompt text must not mix old and new scores."""
+
+QUOTE_CHARS = (400, 200)
+"""Characters of an unparseable reply quoted back in a re-ask: its first and its last."""
 
 ORDERS = ("sr", "rs")
 """``sr``: the student is Assistant 1 and the reference Assistant 2; ``rs``: the other way round."""
@@ -184,6 +190,9 @@ class Judge:
         self.config = config
         self.dir = Path(out_dir) / "judge" / _slug(config.model)
         self.progress = progress
+        self.refused: dict[str, str] = {}
+        """Request id -> why the judge's server refused it (from the stores' rejected sidecars)."""
+        self._no_reference: dict[tuple[str, str], str] = {}
         if api_key is None:
             api_key = api_key_from_env(config.api_key_env, required=config.base_url is None)
         else:
@@ -202,7 +211,8 @@ class Judge:
 
     # ------------------------------------------------------------------------------------------------
     def _collect(self, kind: str, requests: list, path: Path) -> dict[str, str]:
-        """Sends what ``path`` does not hold yet; returns every stored reply of the store by id."""
+        """Sends what ``path`` does not hold yet; returns every stored reply of the store by id, and
+        notes in :attr:`refused` the requests the server refused."""
         from gad.teacher import (
             GenerationSettings,
             OpenAIBackend,
@@ -238,6 +248,9 @@ class Judge:
         for file in (path, sidecar(path, ".dropped.jsonl")):  # empty replies sit in the sidecar
             for row in read_rows(file):
                 replies[str(row["id"])] = row.get("judgment") or ""
+        for row in read_rows(sidecar(path, ".rejected.jsonl")):
+            if str(row["id"]) not in replies:
+                self.refused[str(row["id"])] = str(row.get("reason") or "refused")
         return replies
 
     def references(self, items: Sequence[tuple[str, EvalItem]]) -> dict[tuple[str, str], str | None]:
@@ -247,6 +260,9 @@ class Judge:
         ids = {(s, it.id): f"{s}/{it.id}/{_digest(it.messages)}" for s, it in items}
         requests = [ChatRequest(id=ids[(s, it.id)], messages=list(it.messages)) for s, it in items]
         replies = self._collect("references", requests, self.references_path)
+        for key, rid in ids.items():
+            if rid in self.refused:
+                self._no_reference[key] = f"the judge refused the request: {self.refused[rid]}"
         return {key: (replies.get(rid) or None) for key, rid in ids.items()}
 
     def score(
@@ -265,7 +281,9 @@ class Judge:
             key = (set_name, item.id)
             ref = references.get(key)
             if not ref:
-                verdicts[key] = Verdict(None, failure="the judge gave no reference answer")
+                why_not = self._no_reference.get(key)
+                verdicts[key] = Verdict(None, failure="the judge gave no reference answer"
+                                        + (f" ({why_not})" if why_not else ""))
                 continue
             question = render_question(item.messages)
             base = f"{set_name}/{item.id}/{{order}}/{_digest(question, response, ref)}"
@@ -274,17 +292,20 @@ class Judge:
 
         parsed: dict[tuple[tuple[str, str], str], tuple[float, float]] = {}
         why: dict[tuple[tuple[str, str], str], str] = {}
-        history: dict[tuple[tuple[str, str], str], list[Message]] = {k: m for k, (_, m) in open_.items()}
+        asked: dict[tuple[tuple[str, str], str], list[Message]] = {k: m for k, (_, m) in open_.items()}
         pending = list(open_)
         for attempt in range(self.config.parse_retries + 1):
             if not pending:
                 break
             rid = {k: open_[k][0] + (f"/retry{attempt}" if attempt else "") for k in pending}
-            requests = [ChatRequest(id=rid[k], messages=history[k]) for k in pending]
+            requests = [ChatRequest(id=rid[k], messages=asked[k]) for k in pending]
             replies = self._collect("scores", requests, self.scores_path)
             still = []
             for k in pending:
                 reply = replies.get(rid[k])
+                if reply is None and rid[k] in self.refused:  # too long for the judge, a content policy
+                    why[k] = f"the judge refused the request: {self.refused[rid[k]]}"
+                    continue
                 if reply is None:  # the request failed after the client's retries: the next run asks again
                     why[k] = "the judge request failed after retries (rerun to ask again)"
                     continue
@@ -293,8 +314,9 @@ class Judge:
                     parsed[k] = scores
                     continue
                 why[k] = f"unparseable after {attempt + 1} attempts (last reply: {_excerpt(reply)})"
-                history[k] = history[k] + [
-                    {"role": "assistant", "content": reply},
+                # the first prompt and a bounded quote of the last bad reply: never longer than that
+                asked[k] = open_[k][1] + [
+                    {"role": "assistant", "content": quote(reply)},
                     {"role": "user", "content": RETRY_PROMPT},
                 ]
                 still.append(k)
@@ -315,6 +337,15 @@ class Judge:
                 failure = "; ".join(f"order {o}: {why.get((key, o), 'no score')}" for o in ORDERS if orders[o] is None)
             verdicts[key] = Verdict(pair, orders, failure)
         return verdicts
+
+
+def quote(reply: str, head: int = QUOTE_CHARS[0], tail: int = QUOTE_CHARS[1]) -> str:
+    """``reply`` whole when short, else its first ``head`` and last ``tail`` characters with a note
+    of what was left out: what a re-ask shows the judge of its unparseable reply."""
+    left_out = len(reply) - head - tail
+    if left_out <= 0:
+        return reply
+    return f"{reply[:head]}\n[... {left_out} characters left out ...]\n{reply[len(reply) - tail:]}"
 
 
 def _excerpt(text: str, n: int = 60) -> str:

@@ -1,9 +1,14 @@
 """The OpenAI-compatible chat-completions backend: OpenAI, vLLM, SGLang, any proxy that speaks it.
 
 Retries are ours, not the client's (``max_retries=0``): one policy for every provider, every retry
-counted in the summary, and a clean split between what is worth retrying (429, 408/409, 5xx,
-timeouts, dropped connections, garbled bodies) and what is not (400, 401, 403, 404, 422 and an
-exhausted quota), which stops the run at once instead of burning through the prompt list.
+counted in the summary. :func:`classify_status` sorts an HTTP error into one of three:
+
+- worth retrying (429, 408/409, 5xx; also timeouts, dropped connections, garbled bodies);
+- refused for reasons of this one request (a prompt over the context length, a content policy,
+  another 400): it comes back ``rejected`` and the run goes on (the collector stops the run when
+  the same refusal hits several different prompts in a row: then it is the setup, not the prompts);
+- what would hit every request (401, 403, 404, an unsupported parameter, an exhausted quota): the
+  run stops at once instead of burning through the prompt list.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +25,40 @@ from typing import Any
 from gad.teacher.backend import ChatRequest, ChatResponse, FatalBackendError, GenerationSettings
 from gad.teacher.redact import scrub
 
-FATAL_STATUS = {400: "bad request", 401: "authentication failed", 403: "permission denied",
-                404: "not found (check --model and --base-url)", 422: "unprocessable request"}
+RETRY, REJECT, FATAL = "retry", "reject", "fatal"
+STOP_STATUS = {401: "authentication failed", 403: "permission denied", 404: "not found (check --model and --base-url)"}
+REQUEST_STATUS = (400, 413, 422)
+"""Statuses that may be about one request only: what the body says decides."""
+_CONTEXT = re.compile(r"context length|context window|maximum context|too many tokens|prompt is too long|"
+                      r"input is too long|too long for|tokens \+ `max_new_tokens` must be", re.IGNORECASE)
+_POLICY = re.compile(r"content.{0,20}polic|usage polic|safety system|flagged", re.IGNORECASE)
+_UNSUPPORTED = re.compile(r"unsupported (parameter|value)|unrecognized (request )?argument|unknown parameter|"
+                          r"extra inputs are not permitted", re.IGNORECASE)
+_REQUEST_PARAMS = {"messages", "prompt", "input", "input_tokens"}
+"""A ``param`` naming these is about the request's content, not a setting."""
+
+
+def classify_status(status: int, code: str | None, param: str | None, message: str) -> tuple[str, str]:
+    """``(action, reason)`` for an HTTP error: action ``"retry"``, ``"reject"`` (this request only)
+    or ``"fatal"`` (every request would fail); the reason names the status and the server's words."""
+    said = " ".join(message.split())[:400]
+    code, param = (code or "").lower(), param or None
+    if status == 429 and code == "insufficient_quota":
+        return FATAL, f"quota exhausted (HTTP 429 insufficient_quota): {said}"
+    if status == 429 or status in (408, 409) or status >= 500:
+        return RETRY, f"HTTP {status}"
+    if status in STOP_STATUS:
+        return FATAL, f"HTTP {status} {STOP_STATUS[status]}: {said}"
+    if status not in REQUEST_STATUS:
+        return FATAL, f"HTTP {status}: {said}"
+    if code in ("context_length_exceeded", "string_above_max_length") or _CONTEXT.search(message):
+        return REJECT, f"HTTP {status} context length exceeded: {said}"
+    if code in ("content_policy_violation", "invalid_prompt", "content_filter") or _POLICY.search(message):
+        return REJECT, f"HTTP {status} content policy: {said}"
+    if (code in ("unsupported_parameter", "unsupported_value", "unknown_parameter")
+            or (param is not None and param not in _REQUEST_PARAMS) or _UNSUPPORTED.search(message)):
+        return FATAL, f"HTTP {status} unsupported parameter{f' {param!r}' if param else ''}: {said}"
+    return REJECT, f"HTTP {status} bad request: {said}"
 
 
 @dataclass
@@ -198,14 +236,19 @@ class OpenAIBackend:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified right below; unknown ones are fatal
-                reason, retry_after, fatal = self._classify(exc)
-                last_error = scrub(f"{reason}: {_describe(exc)}")
-                if fatal and sent_field == "max_tokens" and self._wants_max_completion_tokens(exc):
+                action, reason, retry_after = self._classify(exc)
+                said = action != RETRY and isinstance(exc, self._openai.APIStatusError)  # reason quotes the body
+                last_error = scrub(reason if said else f"{reason}: {_describe(exc)}")
+                if action == FATAL and sent_field == "max_tokens" and self._wants_max_completion_tokens(exc):
                     # OpenAI's reasoning models reject `max_tokens`; switch once for all requests.
                     self._max_tokens_field = "max_completion_tokens"
                     continue
-                if fatal:
+                if action == FATAL:
                     raise FatalBackendError(f"request {request.id!r} failed with {last_error}") from None
+                if action == REJECT:
+                    if self.tpm:
+                        self.tpm.refund(budget)  # nothing was generated
+                    return ChatResponse(id=request.id, attempts=attempt + 1, rejected=last_error)
                 if attempt == self.retry.max_retries:
                     break
                 self.stats.count(reason)
@@ -228,26 +271,20 @@ class OpenAIBackend:
         return (isinstance(exc, self._openai.BadRequestError)
                 and (exc.param == "max_tokens" or "max_completion_tokens" in str(exc)))
 
-    def _classify(self, exc: Exception) -> tuple[str, float | None, bool]:
-        """(reason, retry_after_s, fatal) for a failed attempt."""
+    def _classify(self, exc: Exception) -> tuple[str, str, float | None]:
+        """(action, reason, retry_after_s) for a failed attempt; see :func:`classify_status`."""
         o = self._openai
         if isinstance(exc, o.APIStatusError):
-            status = exc.status_code
-            code = getattr(exc, "code", None) or ""
-            if status == 429 and code == "insufficient_quota":
-                return "quota exhausted (HTTP 429 insufficient_quota)", None, True
-            if status in FATAL_STATUS:
-                return f"HTTP {status} {FATAL_STATUS[status]}", None, True
-            if status == 429 or status in (408, 409) or status >= 500:
-                return f"HTTP {status}", _retry_after(exc.response.headers), False
-            return f"HTTP {status}", None, True
+            action, reason = classify_status(exc.status_code, getattr(exc, "code", None),
+                                             getattr(exc, "param", None), _server_message(exc))
+            return action, reason, _retry_after(exc.response.headers) if action == RETRY else None
         if isinstance(exc, o.APITimeoutError) and not _connection_failure(exc):
-            return "timeout", None, False
+            return RETRY, "timeout", None
         if isinstance(exc, o.APIConnectionError):
-            return "connection error", None, False
+            return RETRY, "connection error", None
         if isinstance(exc, (o.APIResponseValidationError, json.JSONDecodeError, MalformedResponse)):
-            return "malformed response", None, False
-        return f"unexpected error {type(exc).__name__}", None, True
+            return RETRY, "malformed response", None
+        return FATAL, f"unexpected error {type(exc).__name__}", None
 
 
 class MalformedResponse(ValueError):
@@ -312,6 +349,15 @@ def _connection_failure(exc: BaseException) -> str | None:
             return text
         cause, seen = cause.__cause__ or cause.__context__, seen + 1
     return None
+
+
+def _server_message(exc: Exception) -> str:
+    """The server's own words: ``message`` of the error body (OpenAI nests it under ``error``, vLLM
+    puts it at the top; the client unwraps both), else the exception's text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return str(exc)
 
 
 def _describe(exc: Exception) -> str:

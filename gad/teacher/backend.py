@@ -58,10 +58,14 @@ class ChatResponse:
     error: str | None = None
     """Set when the request could not be answered after all retries: it is not stored, so the next
     run asks again. Already scrubbed of secrets."""
+    rejected: str | None = None
+    """Set when the server refused this request for reasons of its own (prompt over the context
+    length, a content policy): why, already scrubbed. It is set aside in the ``.rejected.jsonl``
+    sidecar and not asked again unless the caller says so (``gad teacher --retry-rejected``)."""
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.rejected is None
 
     @property
     def flag(self) -> str | None:
@@ -76,7 +80,7 @@ class ChatResponse:
 
 
 class FatalBackendError(RuntimeError):
-    """No further request can succeed (bad key, no quota, malformed request, unknown model): the
+    """No further request can succeed (bad key, no quota, unsupported parameter, unknown model): the
     run stops at once, keeping everything answered so far. The message is already scrubbed."""
 
 
@@ -85,7 +89,8 @@ class TeacherBackend(Protocol):
     """Contract for anything that answers chat requests.
 
     ``respond`` returns exactly one :class:`ChatResponse` per request, in order. A request that
-    failed after the backend's own retries comes back with ``error`` set; anything that dooms the
+    failed after the backend's own retries comes back with ``error`` set, one refused for reasons of
+    its own (too long for the model, a content policy) with ``rejected`` set; anything that dooms the
     whole run raises :class:`FatalBackendError`. The collector keeps up to ``concurrency`` calls in
     flight, each with up to ``batch_size`` requests (API: many calls of one; local model: one call
     of a batch).

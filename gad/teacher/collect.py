@@ -3,6 +3,11 @@
 Exactly-once comes from three rules: ids already in the store are never sent; each pending id is
 handed to exactly one worker; a response is written (one flushed line) the moment it arrives.
 So a kill at any point loses only the requests in flight, and the next run asks for just those.
+
+A request the server refuses for reasons of its own (too long, a content policy) is set aside in
+the store's rejected sidecar and the run goes on. Only when the same refusal hits
+:data:`REFUSAL_STREAK` different prompts in a row, with no answer in between, is it the setup and
+not the prompts (e.g. a max-tokens larger than the model's context): the run stops, quoting it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -23,6 +29,9 @@ from gad.teacher.redact import scrub
 from gad.teacher.store import ResponseStore, StoreError, sidecar
 
 FLAGS = ("empty", "truncated", "refused")
+REFUSAL_STREAK = 3
+"""The same refusal on this many different prompts in a row stops the run."""
+MAX_LISTED = 50
 
 
 class SettingsChanged(UserError, RuntimeError):
@@ -49,6 +58,13 @@ class Summary:
     refused ones with ``drop_flagged`` (--drop-truncated). Done all the same: never asked again."""
     failed: int = 0
     """Requests that failed after all retries; not written, asked again by the next run."""
+    rejected: int = 0
+    """Requests the server refused this run for reasons of their own (too long, a content policy):
+    logged with the reason in the .rejected.jsonl sidecar, not asked again unless --retry-rejected."""
+    rejected_before: int = 0
+    """Prompts refused by an earlier run and not sent this time (part of ``skipped``)."""
+    rejections: dict[str, str] = field(default_factory=dict)
+    """Id -> reason for this run's rejections (the first 50)."""
     not_sent: int = 0
     """Requests left unsent because the run stopped early."""
     retried: int = 0
@@ -75,7 +91,8 @@ class Summary:
         lines = [
             f"prompts {self.prompts} (duplicates {self.duplicates}), skipped (already answered) {self.skipped}, "
             f"sent {self.to_send - self.not_sent}",
-            f"done {self.done}, dropped {self.dropped}, failed {self.failed}, retried {self.retried}"
+            f"done {self.done}, dropped {self.dropped}, rejected {self.rejected}, failed {self.failed}, "
+            f"retried {self.retried}"
             + (f" {self.retry_reasons}" if self.retry_reasons else ""),
             "flagged: " + ", ".join(f"{k} {v}" for k, v in self.flagged.items()),
             f"tokens in {self.tokens_in}, out {self.tokens_out}; {self.elapsed_s:.1f}s, "
@@ -83,12 +100,49 @@ class Summary:
         ]
         if self.repaired_bytes:
             lines.append(f"repaired a torn last line ({self.repaired_bytes} bytes cut; that prompt was re-asked)")
+        rejected_file = sidecar(self.out, ".rejected.jsonl").name
+        if self.rejected:
+            lines.append(f"rejected {self.rejected} (refused by the server for reasons of their own; set aside in "
+                         f"{rejected_file}, not sent again unless you pass --retry-rejected):")
+            lines += [f"  {rid}: {reason}" for rid, reason in list(self.rejections.items())[:5]]
+            if self.rejected > 5:
+                lines.append(f"  ... {self.rejected - 5} more in {rejected_file}")
+        if self.rejected_before:
+            lines.append(f"{self.rejected_before} prompts refused by an earlier run were not sent again "
+                         f"(reasons in {rejected_file}; --retry-rejected sends them)")
         if self.failed:
             lines.append(f"{self.failed} failed (e.g. {', '.join(self.failed_ids[:5])}); rerun the same "
                          "command to retry just those")
         if self.stopped:
             lines.append(f"STOPPED: {self.stopped}; fix the cause if any, then rerun the same command to resume")
         return scrub("\n".join(lines))
+
+
+def refusal_key(reason: str) -> str:
+    """What makes two refusals "the same": their text with the numbers taken out (two prompts over
+    the context differ in their token counts, not in the refusal)."""
+    return re.sub(r"\d+", "#", reason)
+
+
+class RefusalStreak:
+    """The stop rule for refusals: the same refusal on ``limit`` different prompts in a row, with no
+    answer in between, is about the setup (a setting, the model), not about the prompts."""
+
+    def __init__(self, limit: int = REFUSAL_STREAK):
+        self.limit = limit
+        self.key: str | None = None
+        self.ids: set[str] = set()
+
+    def answered(self) -> None:
+        self.key, self.ids = None, set()
+
+    def refused(self, rid: str, reason: str) -> bool:
+        """Count a refusal; True when the run should stop."""
+        key = refusal_key(reason)
+        if key != self.key:
+            self.key, self.ids = key, set()
+        self.ids.add(rid)
+        return len(self.ids) >= self.limit
 
 
 def run_fingerprint(backend: TeacherBackend, extra: dict[str, Any] | None = None) -> str:
@@ -118,6 +172,14 @@ def build_row(request: ChatRequest, response: ChatResponse, response_field: str,
             "meta": meta, **request.extra}
 
 
+def build_rejected_row(request: ChatRequest, response: ChatResponse, backend: TeacherBackend,
+                       fingerprint: str) -> dict[str, Any]:
+    meta = {"model": backend.settings.model, "backend": backend.name, "settings": fingerprint,
+            "attempts": response.attempts, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {"id": request.id, "messages": request.messages, "reason": response.rejected, "meta": meta,
+            **request.extra}
+
+
 async def collect_async(
     requests: Sequence[ChatRequest],
     backend: TeacherBackend,
@@ -145,10 +207,11 @@ async def collect_async(
             "--allow-settings-change to mix them knowingly")
     s = summary or Summary(out=str(store.path), backend=backend.name, model=backend.settings.model, settings=fp)
     s.settings = fp
-    done = store.done_ids
+    done, refused_before = store.done_ids, store.rejected_ids
     pending = deque(r for r in requests if r.id not in done)
     s.prompts += len(requests)
     s.skipped = len(requests) - len(pending)
+    s.rejected_before = sum(r.id in done and r.id in refused_before for r in requests)
     s.to_send = len(pending)
     s.repaired_bytes = store.repaired_bytes
     stats = getattr(backend, "stats", None)
@@ -161,8 +224,21 @@ async def collect_async(
 
         bar = tqdm(total=len(pending), unit="req", dynamic_ncols=True, smoothing=0.05, desc=desc)
     stop = asyncio.Event()
+    streak = RefusalStreak()
 
     def record(request: ChatRequest, response: ChatResponse) -> None:
+        if response.rejected is not None:
+            store.reject(build_rejected_row(request, response, backend, fp))
+            s.rejected += 1
+            if len(s.rejections) < MAX_LISTED:
+                s.rejections[request.id] = response.rejected
+            if streak.refused(request.id, response.rejected) and not stop.is_set():
+                s.stopped = scrub(
+                    f"{streak.limit} different prompts in a row were refused with the same error, so it is "
+                    f"the setup, not the prompts (a setting such as --max-tokens, the model, the server): "
+                    f"{response.rejected}. Fix it, then rerun with --retry-rejected to send those again")
+                stop.set()
+            return
         if not response.ok:
             s.failed += 1
             if len(s.failed_ids) < 50:
@@ -174,6 +250,7 @@ async def collect_async(
         # An empty answer teaches nothing and the teacher-set reader rejects it: always set aside.
         dropped = flag == "empty" or (drop_flagged and flag is not None)
         store.append(build_row(request, response, store.response_field, backend, fp), dropped=dropped)
+        streak.answered()
         s.dropped += dropped
         s.done += not dropped
         s.tokens_in += response.prompt_tokens

@@ -1,6 +1,10 @@
 """A local transformers model as the teacher: offline collection and the demo, same output schema.
 
-Generation runs in a worker thread so the collector's event loop (progress bar, store) stays live.
+Generation goes through :class:`gad.rollout.HFRollout`, the one generation path of training and
+evaluation, so a checkpoint's own sampling defaults (``generation_config.json``) never change what
+the teacher says. It runs in a worker thread so the collector's event loop (progress bar, store)
+stays live. A prompt that does not fit the model's context with its token budget is refused, as an
+API server refuses it, and the rest of the batch is answered.
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ from typing import Any
 
 from gad.teacher.backend import ChatRequest, ChatResponse, GenerationSettings
 
+DEFAULT_MAX_NEW_TOKENS = 512
+
 
 class LocalBackend:
-    """Batched ``generate`` with a causal LM. ``model`` is a path / hub-style name (loaded with
+    """Batched generation with a causal LM. ``model`` is a path / hub-style name (loaded with
     :func:`gad.models.load_causal_lm`; None = the embedded default) or a ready model, in which case
-    ``tokenizer`` must be given too (tests build tiny random ones)."""
+    ``tokenizer`` must be given too (tests build tiny random ones).
+
+    ``settings.temperature`` None or 0 decodes greedily; otherwise nucleus sampling with
+    ``settings.top_p``, seeded with ``settings.seed`` before each batch when given.
+    """
 
     name = "local"
     concurrency = 1  # one model, one batch at a time
@@ -23,6 +33,8 @@ class LocalBackend:
     def __init__(self, settings: GenerationSettings, model: Any = None, tokenizer: Any = None,
                  *, batch_size: int = 8, device: str | None = None):
         import torch
+
+        from gad.rollout import HFRollout
 
         if model is None or isinstance(model, str):
             from gad.models import load_causal_lm  # lazy: only offline users need models
@@ -35,9 +47,13 @@ class LocalBackend:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
-        self.tokenizer.padding_side = "left"  # decoder-only: new tokens must follow every prompt
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_new_tokens = settings.max_tokens or DEFAULT_MAX_NEW_TOKENS
+        self.context_length = context_length(self.model)
+        self.rollout = HFRollout(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
+                                 self.max_new_tokens, temperature=settings.temperature or 0.0,
+                                 top_p=settings.top_p if settings.top_p is not None else 1.0)
 
     async def respond(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         return await asyncio.to_thread(self.generate, list(requests))
@@ -48,30 +64,46 @@ class LocalBackend:
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         import torch
 
+        from gad.data import template_prompt
+
         tok, s = self.tokenizer, self.settings
-        texts = [tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-                 for r in requests]
-        batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        do_sample = bool(s.temperature)  # None or 0 -> greedy
-        kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens or 512, "do_sample": do_sample,
-                                  "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
-        if do_sample:
-            kwargs["temperature"] = s.temperature
-            if s.top_p is not None:
-                kwargs["top_p"] = s.top_p
-        if s.seed is not None:
-            torch.manual_seed(s.seed)
-        with torch.no_grad():
-            out = self.model.generate(**batch, **kwargs)
-        new_tokens = out[:, batch["input_ids"].shape[1]:]  # (B, T_new)
-        prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
-        responses = []
-        for r, ids, n_prompt in zip(requests, new_tokens.tolist(), prompt_lens):
-            if tok.eos_token_id in ids:
-                ids, finish = ids[: ids.index(tok.eos_token_id)], "stop"
+        prompts = [template_prompt(tok, r.messages) for r in requests]
+        responses: list[ChatResponse | None] = [None] * len(requests)
+        fits = []
+        for i, (r, ids) in enumerate(zip(requests, prompts, strict=True)):
+            refusal = too_long(len(ids), self.max_new_tokens, self.context_length)
+            if refusal:
+                responses[i] = ChatResponse(id=r.id, model=s.model, rejected=refusal)
             else:
-                finish = "length"
-            responses.append(ChatResponse(
-                id=r.id, content=tok.decode(ids, skip_special_tokens=True), finish_reason=finish,
-                model=s.model, prompt_tokens=int(n_prompt), completion_tokens=len(ids)))
-        return responses
+                fits.append(i)
+        if fits:
+            if s.seed is not None:
+                torch.manual_seed(s.seed)
+            outs = self.rollout.generate([prompts[i] for i in fits], n=1)  # cut after the first EOS
+            for i, ids in zip(fits, outs, strict=True):
+                finished = bool(ids) and ids[-1] == tok.eos_token_id
+                text_ids = ids[:-1] if finished else ids
+                responses[i] = ChatResponse(
+                    id=requests[i].id, content=tok.decode(text_ids, skip_special_tokens=True),
+                    finish_reason="stop" if finished else "length", model=s.model,
+                    prompt_tokens=len(prompts[i]), completion_tokens=len(text_ids))
+        return [r for r in responses if r is not None]
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence the model was built for (None when its config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def too_long(prompt_tokens: int, max_new_tokens: int, context: int | None) -> str | None:
+    """Why a prompt does not fit the model (worded as vLLM words it), or None when it does."""
+    if context is None or prompt_tokens + max_new_tokens <= context:
+        return None
+    return (f"context length exceeded: the model's maximum context length is {context} tokens; this request "
+            f"needs {prompt_tokens + max_new_tokens} ({prompt_tokens} in the messages, {max_new_tokens} for "
+            "the completion). Shorten the prompt or lower --max-tokens")

@@ -7,7 +7,10 @@ a torn last line (power loss, full disk) is cut off, and an exclusive lock keeps
 from writing the same file and creating duplicates.
 
 Responses kept out of the teacher set (``--drop-truncated``) go to a ``.dropped.jsonl`` sidecar, so
-a rerun counts them as done instead of paying for them again.
+a rerun counts them as done instead of paying for them again. Requests the server refused for
+reasons of their own (too long for its context, a content policy) go to a ``.rejected.jsonl``
+sidecar with the reason: a rerun does not send them again unless asked (``retry_rejected``). That
+file is a log: a request refused again is appended again, and one answered later counts as answered.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ def sidecar(path: str | Path, suffix: str) -> Path:
 class JsonlFile:
     """An append-only JSONL file that knows its ids and survives being killed mid-write."""
 
-    def __init__(self, path: str | Path, fsync_interval_s: float = 1.0):
+    def __init__(self, path: str | Path, fsync_interval_s: float = 1.0, unique: bool = True):
         self.path = Path(path)
         self.fsync_interval_s = fsync_interval_s
+        self.unique = unique
+        """False for a log where an id may come back (the rejected sidecar)."""
         self.ids: set[str] = set()
         self.fingerprints: set[str] = set()
         self.repaired_bytes = 0
@@ -96,7 +101,7 @@ class JsonlFile:
     def append(self, row: dict[str, Any]) -> None:
         assert self._fd is not None, "open() first"
         rid = str(row["id"])
-        if rid in self.ids:
+        if self.unique and rid in self.ids:
             raise StoreError(f"{self.path}: id {rid!r} is already stored (refusing a duplicate)")
         line = (json.dumps(row, ensure_ascii=False) + "\n").encode()
         size = os.fstat(self._fd).st_size
@@ -121,24 +126,39 @@ class JsonlFile:
 
 
 class ResponseStore:
-    """Where collected responses go: the main file plus the dropped sidecar, one id set.
+    """Where collected responses go: the main file plus the dropped and rejected sidecars.
 
     Rows: ``{"id", "messages", <response_field>, "meta": {...}, **request.extra}``; the teacher set
-    uses ``response_field="teacher_response"``, a judge may use its own.
+    uses ``response_field="teacher_response"``, a judge may use its own. Rejected rows:
+    ``{"id", "messages", "reason", "meta": {...}, **request.extra}``.
+
+    ``retry_rejected``: rejected requests are not done, so a collection sends them again.
     """
 
-    def __init__(self, path: str | Path, response_field: str = "teacher_response"):
+    def __init__(self, path: str | Path, response_field: str = "teacher_response", *, retry_rejected: bool = False):
         self.main = JsonlFile(path)
         self.dropped = JsonlFile(sidecar(path, ".dropped.jsonl"))
+        self.rejected = JsonlFile(sidecar(path, ".rejected.jsonl"), unique=False)
         self.response_field = response_field
+        self.retry_rejected = retry_rejected
 
     @property
     def path(self) -> Path:
         return self.main.path
 
     @property
-    def done_ids(self) -> set[str]:
+    def answered_ids(self) -> set[str]:
         return self.main.ids | self.dropped.ids
+
+    @property
+    def rejected_ids(self) -> set[str]:
+        """Requests refused and not answered since."""
+        return self.rejected.ids - self.main.ids - self.dropped.ids
+
+    @property
+    def done_ids(self) -> set[str]:
+        """What a collection does not send again."""
+        return self.answered_ids if self.retry_rejected else self.answered_ids | self.rejected.ids
 
     @property
     def fingerprints(self) -> set[str]:
@@ -146,20 +166,21 @@ class ResponseStore:
 
     @property
     def repaired_bytes(self) -> int:
-        return self.main.repaired_bytes + self.dropped.repaired_bytes
+        return self.main.repaired_bytes + self.dropped.repaired_bytes + self.rejected.repaired_bytes
 
     def scan(self) -> ResponseStore:
         """Read-only look (for --dry-run): no lock, no repair."""
-        self.main.scan(repair=False)
-        self.dropped.scan(repair=False)
+        for file in (self.main, self.dropped, self.rejected):
+            file.scan(repair=False)
         return self
 
     def open(self) -> ResponseStore:
         self.main.open()
         try:
-            self.dropped.open() if self.dropped.path.exists() else self.dropped.scan(repair=False)
+            for side in (self.dropped, self.rejected):  # opened (locked) when there, else on first use
+                side.open() if side.path.exists() else side.scan(repair=False)
         except BaseException:
-            self.main.close()
+            self.close()
             raise
         overlap = self.main.ids & self.dropped.ids
         if overlap:
@@ -175,9 +196,18 @@ class ResponseStore:
             target.open()
         target.append(row)
 
+    def reject(self, row: dict[str, Any]) -> None:
+        """Log a refused request (``row["reason"]`` says why); it may have been refused before."""
+        if str(row["id"]) in self.main.ids or str(row["id"]) in self.dropped.ids:
+            raise StoreError(f"id {row['id']!r} is already answered (refusing to log it as rejected)")
+        if self.rejected._fd is None:
+            self.rejected.open()
+        self.rejected.append(row)
+
     def close(self) -> None:
         self.main.close()
         self.dropped.close()
+        self.rejected.close()
 
     def __enter__(self) -> ResponseStore:
         return self.open()

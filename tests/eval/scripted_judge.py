@@ -46,7 +46,11 @@ class ScriptedJudge:
     position_bias: float = 0.0
     garbage: set[str] = field(default_factory=set)
     garbage_first: set[str] = field(default_factory=set)
+    garbage_reply: str = GARBAGE
+    """What a garbage answer says (a long one shows whether the re-ask quotes it whole)."""
     calls: dict[str, int] = field(default_factory=lambda: {"reference": 0, "pairwise": 0, "retry": 0})
+    prompt_chars: dict[str, list[int]] = field(default_factory=lambda: {"pairwise": [], "retry": []})
+    """Characters in all the messages of each pairwise request and each re-ask, as received."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, body: dict) -> str:
@@ -60,17 +64,19 @@ class ScriptedJudge:
             return GARBAGE
         question, a1, a2 = m.group("q"), m.group("a1"), m.group("a2")
         retry = len(messages) > 2
-        self._count("retry" if retry else "pairwise")
+        self._count("retry" if retry else "pairwise", sum(len(m["content"]) for m in messages))
         if question in self.garbage or (question in self.garbage_first and not retry):
-            return GARBAGE
+            return self.garbage_reply
         reference = self.references.get(question, f"reference answer: {question}")
         s1 = min(10.0, self.score(question, a1, reference) + self.position_bias)
         s2 = self.score(question, a2, reference)
         return f"{_fmt(s1)} {_fmt(s2)}\nAssistant 1 is rated {_fmt(s1)} and Assistant 2 {_fmt(s2)} (scripted)."
 
-    def _count(self, kind: str) -> None:
+    def _count(self, kind: str, chars: int | None = None) -> None:
         with self._lock:
             self.calls[kind] += 1
+            if chars is not None:
+                self.prompt_chars[kind].append(chars)
 
 
 def _fmt(x: float) -> str:

@@ -114,3 +114,68 @@ def test_failed_requests_are_failures_and_a_bad_key_stops_without_leaking(tmp_pa
         with pytest.raises(JudgeError) as e:
             judge.references([("s", it) for it in items])
     assert "401" in str(e.value) and KEY not in str(e.value)
+
+
+def test_one_refused_item_is_its_failure_the_rest_is_judged(tmp_path):
+    """A judge with a small context refuses one item's reference (the question is too long) and
+    another item's pairwise prompt (the answer is too long): those two are failures with the
+    server's reason, the other items are judged, nothing stops."""
+    long_question, long_answer = "why " * 700, "because " * 700
+    items = _items() + [EvalItem(id="long-q", messages=[{"role": "user", "content": long_question}])]
+    answers = {"a": "x" * 40, "b": "y" * 10, "c": long_answer, "d": "w" * 10, "long-q": "short"}
+    with FakeChatAPI(reply=ScriptedJudge(), context_tokens=600) as api:
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
+                      progress=False)
+        refs = judge.references([("s", it) for it in items])
+        verdicts = judge.score([("s", it, answers[it.id]) for it in items], refs)
+        assert refs[("s", "long-q")] is None and api.count(long_question) == 1  # refused once, not retried
+        hits = len(api.hits)
+        # a rerun does not send the refused requests again
+        again = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
+                      progress=False)
+        again.score([("s", it, answers[it.id]) for it in items], again.references([("s", it) for it in items]))
+        assert len(api.hits) == hits
+    assert all(verdicts[("s", k)].pair is not None for k in "abd")
+    assert "no reference answer" in verdicts[("s", "long-q")].failure
+    assert "maximum context length is 600 tokens" in verdicts[("s", "long-q")].failure
+    c = verdicts[("s", "c")]
+    assert c.pair is None and "order sr: the judge refused the request" in c.failure and "order rs" in c.failure
+    assert "context length exceeded" in c.failure
+
+
+def test_reask_quotes_a_bounded_part_of_the_bad_reply(tmp_path):
+    """A long unparseable reply is quoted back in part (head and tail), so the re-ask fits the
+    judge's context; quoting it whole would not (the original prompt plus 3,000 words)."""
+    items = _items()[:2]
+    script = ScriptedJudge(garbage_first={items[0].prompt}, garbage_reply="I cannot decide. " + "hmm " * 3000)
+    with FakeChatAPI(reply=script, context_tokens=600) as api:
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
+                      progress=False)
+        verdicts = judge.score([("s", it, "answer") for it in items], judge.references([("s", it) for it in items]))
+        refused = [h for h in api.hits if h.fault == "400"]
+    assert not refused
+    assert verdicts[("s", items[0].id)].pair is not None  # the re-ask parsed
+    assert script.calls["retry"] == 2
+    assert max(script.prompt_chars["retry"]) <= max(script.prompt_chars["pairwise"]) + 1500
+
+
+def test_quote_keeps_head_and_tail_of_a_long_reply():
+    from gad.eval.judge import quote
+
+    assert quote("short reply") == "short reply"
+    long = "A" * 500 + "B" * 1000 + "C" * 300
+    q = quote(long, head=400, tail=200)
+    assert q == "A" * 400 + "\n[... 1200 characters left out ...]\n" + "C" * 200
+    assert quote(long, head=10, tail=0) == "A" * 10 + "\n[... 1790 characters left out ...]\n"
+
+
+def test_the_same_refusal_on_every_item_stops_the_judge(tmp_path):
+    """A max_tokens larger than the judge's whole context: every request is refused the same way;
+    that is the setup, so the judge stops with the server's reason instead of failing every item."""
+    from gad.eval.judge import JudgeError
+
+    with FakeChatAPI(reply=ScriptedJudge(), context_tokens=40) as api:
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
+                      progress=False)
+        with pytest.raises(JudgeError, match=r"3 different prompts in a row.*maximum context length is 40 tokens"):
+            judge.references([("s", it) for it in _items()])

@@ -17,6 +17,11 @@ Faults (one per request at most):
     malformed    HTTP 200 with a truncated JSON body
     empty        a valid answer with empty content (a recorded outcome, not retried)
     length       a valid answer cut short, finish_reason "length" (a recorded outcome)
+
+Refusals of one request (the client sets them aside and goes on):
+    ``context_tokens``  a request whose messages plus its max tokens exceed it gets the HTTP 400 a
+                        vLLM server sends (its body, word for word; a token here is a word)
+    ``policy``          prompt keys refused with OpenAI's content-policy 400 (``invalid_prompt``)
 """
 
 from __future__ import annotations
@@ -61,6 +66,12 @@ class FakeChatAPI:
     """Answer every request with this HTTP status (e.g. 401, 400)."""
     force_code: str = "forced"
     """The error ``code`` sent with ``force_status`` (OpenAI: "insufficient_quota" for a spent quota)."""
+    force_param: str | None = None
+    """The error ``param`` sent with ``force_status`` (OpenAI names the parameter it rejects)."""
+    context_tokens: int | None = None
+    """The model's context length: longer requests get vLLM's 400 (see the module docstring)."""
+    policy: set[str] = field(default_factory=set)
+    """Prompt keys refused with a content-policy 400."""
 
     reject_max_tokens: bool = False
     """Answer 400 to bodies with ``max_tokens``, as OpenAI's reasoning models do."""
@@ -147,13 +158,18 @@ class FakeChatAPI:
             return _error(401, f"Incorrect API key provided: {sent}.", "invalid_api_key")
         if self.force_status is not None:
             self._log(key, str(self.force_status), auth)
-            return _error(self.force_status, f"forced status {self.force_status}", self.force_code)
+            return _error(self.force_status, f"forced status {self.force_status}", self.force_code,
+                          param=self.force_param)
         if self.reject_max_tokens and "max_tokens" in body:
             self._log(key, "400", auth)
             return web.Response(status=400, content_type="application/json", text=json.dumps({"error": {
                 "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
                            "Use 'max_completion_tokens' instead.", "type": "invalid_request_error",
                 "param": "max_tokens", "code": "unsupported_parameter"}}))
+        refusal = self._refusal(key, body)
+        if refusal is not None:
+            self._log(key, "400", auth)
+            return web.Response(status=400, text=json.dumps(refusal), content_type="application/json")
         fault = self._pick_fault(key)
         self._log(key, fault, auth)
         if self.latency:
@@ -192,13 +208,31 @@ class FakeChatAPI:
                       "total_tokens": prompt_tokens + len(content.split())},
         })
 
+    def _refusal(self, key: str, body: dict) -> dict | None:
+        if key in self.policy:  # OpenAI's body for a flagged prompt
+            return {"error": {"message": "Invalid prompt: your prompt was flagged as potentially violating our "
+                              "usage policy. Please try again with a different prompt.",
+                              "type": "invalid_request_error", "param": None, "code": "invalid_prompt"}}
+        if self.context_tokens is None:
+            return None
+        prompt = sum(len(m["content"].split()) for m in body["messages"])
+        completion = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+        if prompt + completion <= self.context_tokens:
+            return None
+        # vLLM's OpenAI-compatible server, word for word (vllm/entrypoints/openai/serving_engine.py)
+        return {"object": "error", "type": "BadRequestError", "param": None, "code": 400, "message": (
+            f"This model's maximum context length is {self.context_tokens} tokens. However, you requested "
+            f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the completion). "
+            "Please reduce the length of the messages or completion.")}
+
     def _log(self, key: str, fault: str | None, auth: str | None) -> None:
         with self._lock:
             self.hits.append(Hit(key, fault, time.monotonic(), auth))
 
 
-def _error(status: int, message: str, code: str, headers: dict | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": "error", "param": None, "code": code}}
+def _error(status: int, message: str, code: str, headers: dict | None = None,
+           param: str | None = None) -> web.Response:
+    body = {"error": {"message": message, "type": "error", "param": param, "code": code}}
     return web.Response(status=status, text=json.dumps(body), content_type="application/json",
                         headers=headers)
 

@@ -16,6 +16,8 @@ from gad.teacher import (
     RetryPolicy,
     collect,
 )
+from gad.teacher.api import classify_status
+from gad.teacher.collect import RefusalStreak
 from gad.teacher.redact import register_secret
 from tests.teacher.fake_api import ALL_FAULTS
 from tests.teacher.harness import API_KEY, run_cli, stored_ids, teacher_argv, write_prompts
@@ -69,9 +71,9 @@ def test_retry_after_is_honoured(fake_api, tmp_path):
     assert second.time - first.time >= 0.55  # jittered backoff alone would be <= 0.02 s
 
 
-@pytest.mark.parametrize("status", [401, 400, 403, 404])
-def test_non_retryable_status_stops_at_once(fake_api, tmp_path, status, capsys):
-    api = fake_api(force_status=status)
+@pytest.mark.parametrize("status, param", [(401, None), (403, None), (404, None), (400, "temperature")])
+def test_errors_that_hit_every_request_stop_at_once(fake_api, tmp_path, status, param, capsys):
+    api = fake_api(force_status=status, force_param=param)
     prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
     write_prompts(prompts, 200)
     t0 = time.monotonic()
@@ -212,3 +214,131 @@ def test_dead_server_is_retried_then_reported_as_a_connection_error(tmp_path):
 
     [answer] = asyncio.run(ask())
     assert answer.error.startswith("gave up after 1 attempts; last: connection error: Cannot connect to host 127.0.0.1")
+
+
+VLLM_CONTEXT = ("This model's maximum context length is 2048 tokens. However, you requested 2100 tokens "
+                "(2000 in the messages, 100 in the completion). Please reduce the length of the messages or completion.")
+
+
+@pytest.mark.parametrize("status, code, param, message, action, label", [
+    # refused for reasons of its own: set aside, the run goes on
+    (400, "400", None, VLLM_CONTEXT, "reject", "context length exceeded"),  # vLLM (code is the status)
+    (400, "context_length_exceeded", "messages", "This model's maximum context length is 128000 tokens.",
+     "reject", "context length exceeded"),  # OpenAI
+    (400, "400", "input_tokens", "This model's maximum context length is 2048 tokens. However, you requested "
+     "2100 tokens (parameter=input_tokens, value=2100)", "reject", "context length exceeded"),  # newer vLLM
+    (422, None, None, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+     "Given: 4000 `inputs` tokens and 200 `max_new_tokens`", "reject", "context length exceeded"),  # TGI
+    (400, "content_policy_violation", None, "Your request was rejected as a result of our safety system.",
+     "reject", "content policy"),
+    (400, "invalid_prompt", None, "Invalid prompt: your prompt was flagged as potentially violating our "
+     "usage policy.", "reject", "content policy"),
+    (400, None, None, "something about this one request", "reject", "bad request"),
+    # would hit every request: stop
+    (400, "unsupported_parameter", "max_tokens", "Unsupported parameter: 'max_tokens' is not supported with "
+     "this model.", "fatal", "unsupported parameter"),
+    (400, None, "temperature", "Unsupported value: 'temperature' does not support 0.7.", "fatal",
+     "unsupported parameter"),
+    (400, None, None, "Unsupported parameter: 'top_p'", "fatal", "unsupported parameter"),
+    (401, "invalid_api_key", None, "Incorrect API key provided", "fatal", "authentication failed"),
+    (403, None, None, "Project does not have access to model", "fatal", "permission denied"),
+    (404, "model_not_found", "model", "The model `gpt-9` does not exist", "fatal", "not found"),
+    (429, "insufficient_quota", None, "You exceeded your current quota", "fatal", "quota exhausted"),
+    # passing trouble: retried
+    (429, "rate_limit_exceeded", None, "Rate limit reached.", "retry", "HTTP 429"),
+    (503, None, None, "overloaded", "retry", "HTTP 503"),
+    (408, None, None, "timeout", "retry", "HTTP 408"),
+])
+def test_classify_status(status, code, param, message, action, label):
+    got_action, reason = classify_status(status, code, param, message)
+    assert got_action == action and label in reason and f"HTTP {status}" in reason
+
+
+def test_refusal_streak_stops_on_the_same_refusal_of_three_different_prompts():
+    other = VLLM_CONTEXT.replace("2100", "2300").replace("2000", "2200")  # same refusal, other numbers
+    streak = RefusalStreak(limit=3)
+    assert not streak.refused("a", VLLM_CONTEXT) and not streak.refused("b", other)
+    streak.answered()  # an answer in between: the prompts were the problem, not the setup
+    assert not streak.refused("c", VLLM_CONTEXT) and not streak.refused("d", other)
+    assert not streak.refused("e", "content policy")  # another refusal starts a new streak
+    assert not streak.refused("f", VLLM_CONTEXT) and not streak.refused("f", VLLM_CONTEXT)  # same prompt twice
+    assert not streak.refused("g", other)
+    assert streak.refused("h", VLLM_CONTEXT)
+
+
+def write_prompt_texts(path, texts: list[str]) -> None:
+    with open(path, "w") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"id": f"p{i:05d}", "prompt": text}) + "\n")
+
+
+def test_prompt_over_the_context_is_set_aside_and_the_run_goes_on(fake_api, tmp_path, capsys):
+    """Issue 10 acceptance: against a server with a 2,048-token context, one prompt too long for it
+    is set aside with vLLM's reason, the others are answered, a rerun does not send it again and
+    --retry-rejected does."""
+    api = fake_api(context_tokens=2048)
+    texts = [f"prompt {i}" for i in range(12)]
+    long_prompt = "prompt 5 " + "word " * 2100
+    texts[5] = long_prompt
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompt_texts(prompts, texts)
+    argv = teacher_argv(api, prompts, out, "--max-tokens", "100", "--concurrency", "4")
+
+    assert run_cli(argv) == 0
+    assert sorted(stored_ids(out)) == [f"p{i:05d}" for i in range(12) if i != 5]
+    [rejected] = rows(tmp_path / "t.rejected.jsonl")
+    assert rejected["id"] == "p00005" and rejected["messages"][-1]["content"] == long_prompt
+    assert "context length exceeded" in rejected["reason"]
+    assert "maximum context length is 2048 tokens. However, you requested 2202 tokens" in rejected["reason"]
+    summary = json.loads((tmp_path / "t.summary.json").read_text())
+    assert summary["rejected"] == 1 and summary["stopped"] is None and summary["done"] == 11
+    assert summary["rejections"] == {"p00005": rejected["reason"]}
+    err = capsys.readouterr().err
+    assert "rejected 1" in err and "p00005" in err and "t.rejected.jsonl" in err and "--retry-rejected" in err
+    assert api.count(long_prompt) == 1  # refused once, not retried
+
+    hits = len(api.hits)
+    assert run_cli(argv) == 0  # a rerun sends nothing: the rejected prompt is not asked again
+    assert len(api.hits) == hits
+    summary = json.loads((tmp_path / "t.summary.json").read_text())
+    assert (summary["skipped"], summary["rejected_before"], summary["rejected"]) == (12, 1, 0)
+    assert "--retry-rejected" in capsys.readouterr().err
+
+    assert run_cli([*argv, "--retry-rejected"]) == 0  # asked again, refused again: still set aside
+    assert api.keys_since(hits) == [long_prompt]
+    api.context_tokens = 4096  # the server now takes it (a longer --max-model-len)
+    assert run_cli([*argv, "--retry-rejected"]) == 0
+    assert api.keys_since(hits) == [long_prompt, long_prompt]
+    assert sorted(stored_ids(out)) == [f"p{i:05d}" for i in range(12)]
+    hits = len(api.hits)
+    assert run_cli(argv) == 0 and run_cli([*argv, "--retry-rejected"]) == 0
+    assert len(api.hits) == hits  # answered now: never asked again, with or without the flag
+    summary = json.loads((tmp_path / "t.summary.json").read_text())
+    assert (summary["skipped"], summary["stored_total"]) == (12, 12)
+
+
+def test_the_same_refusal_on_three_prompts_in_a_row_stops(fake_api, tmp_path, capsys):
+    """A max-tokens larger than the server's context fails every request with the same 400: that is
+    the setup, not the prompts; stop after three, quoting the reason."""
+    api = fake_api(context_tokens=2048)
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompts(prompts, 200)
+    rc = run_cli(teacher_argv(api, prompts, out, "--max-tokens", "4096", "--concurrency", "4"))
+    assert rc == 1
+    assert len(api.hits) <= 4 + 2  # those in flight, and at most two sent after the first refusals
+    summary = json.loads((tmp_path / "t.summary.json").read_text())
+    assert "3 different prompts in a row" in summary["stopped"]
+    assert "maximum context length is 2048 tokens" in summary["stopped"]
+    assert summary["not_sent"] >= 194 and summary["retried"] == 0
+    err = capsys.readouterr().err
+    assert "STOPPED" in err and "--retry-rejected" in err
+
+
+def test_content_policy_refusal_is_set_aside(fake_api, tmp_path):
+    api = fake_api(policy={"prompt 2"})
+    out = tmp_path / "t.jsonl"
+    s = collect(requests(5), backend(api, concurrency=1), out, progress=False)
+    assert (s.done, s.rejected, s.failed, s.stopped) == (4, 1, 0, None) and s.complete
+    assert "content policy" in s.rejections["p00002"] and "usage policy" in s.rejections["p00002"]
+    assert stored_ids(tmp_path / "t.rejected.jsonl") == ["p00002"]
+    assert api.count("prompt 2") == 1

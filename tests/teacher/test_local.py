@@ -81,3 +81,63 @@ def test_cli_local_backend(tiny_model, tmp_path, monkeypatch):
             "--max-tokens", "4", "--batch-size", "2", "--no-progress"]
     assert run_cli(argv) == 0
     assert loaded == ["some/path"] and len(stored_ids(out)) == 5
+
+
+def argmax_decode(model, tokenizer, messages, max_new_tokens: int) -> list[int]:
+    """Plain greedy decoding, one token at a time, no generation config at all."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            nxt = int(model(torch.tensor([ids + new])).logits[0, -1].argmax())
+            new.append(nxt)
+            if nxt == tokenizer.eos_token_id:
+                break
+    return new
+
+
+def test_checkpoint_sampling_defaults_do_not_leak_into_greedy_output(tiny_model, tmp_path):
+    """A checkpoint whose generation_config.json asks for sampling, top-k and a repetition penalty
+    (Qwen2.5 ships top_k=20, repetition_penalty=1.05) must not change what the teacher generates:
+    greedy is greedy, token for token the argmax of the model's own logits."""
+    model, tokenizer = tiny_model
+    folder = tmp_path / "teacher-model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    gen_cfg = json.loads((folder / "generation_config.json").read_text())
+    gen_cfg.update(do_sample=True, temperature=0.7, top_k=3, top_p=0.5, repetition_penalty=5.0)
+    (folder / "generation_config.json").write_text(json.dumps(gen_cfg))
+
+    backend = LocalBackend(GenerationSettings(model="tiny", max_tokens=8), str(folder), batch_size=1, device="cpu")
+    assert backend.model.generation_config.repetition_penalty == 5.0  # the checkpoint's defaults are there ...
+    reqs = [ChatRequest(id=f"p{i}", messages=[{"role": "user", "content": text}])
+            for i, text in enumerate(["hello how are you", "the cat sat"])]
+    out = collect(reqs, backend, tmp_path / "t.jsonl", progress=False)
+    assert out.done == 2
+    rows = {r["id"]: r for r in map(json.loads, open(tmp_path / "t.jsonl"))}
+    for r in reqs:
+        expected = argmax_decode(backend.model, backend.tokenizer, r.messages, 8)
+        finished = expected[-1] == tokenizer.eos_token_id
+        text = tokenizer.decode(expected[:-1] if finished else expected, skip_special_tokens=True)
+        # ... and do not reach the output
+        assert rows[r.id]["teacher_response"] == text
+        assert rows[r.id]["meta"]["finish_reason"] == ("stop" if finished else "length")
+        assert rows[r.id]["meta"]["usage"]["completion_tokens"] == len(expected) - finished
+
+
+def test_prompt_too_long_for_the_local_model_is_set_aside(tiny_model, tmp_path):
+    """As an API server does: a prompt that with its token budget exceeds the model's context is
+    refused with the reason, the rest of its batch is answered, and a rerun does not ask again."""
+    model, tokenizer = tiny_model
+    context = model.config.max_position_embeddings
+    backend = LocalBackend(GenerationSettings(model="tiny", max_tokens=4), model, tokenizer, batch_size=3, device="cpu")
+    reqs = [ChatRequest(id=f"p{i}", messages=[{"role": "user", "content": text}])
+            for i, text in enumerate(["hello how are you", "the cat sat " * (context // 3), "what is two plus two"])]
+    out = tmp_path / "t.jsonl"
+    summary = collect(reqs, backend, out, progress=False)
+    assert (summary.done, summary.rejected, summary.stopped) == (2, 1, None)
+    assert sorted(json.loads(line)["id"] for line in open(out)) == ["p0", "p2"]
+    [row] = [json.loads(line) for line in open(tmp_path / "t.rejected.jsonl")]
+    assert row["id"] == "p1" and f"maximum context length is {context} tokens" in row["reason"]
+    assert collect(reqs, backend, out, progress=False).skipped == 3

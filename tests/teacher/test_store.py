@@ -91,3 +91,22 @@ def test_failed_write_leaves_no_half_line(tmp_path, monkeypatch):
 def test_sidecar_names(tmp_path):
     assert sidecar(tmp_path / "teacher.jsonl", ".summary.json").name == "teacher.summary.json"
     assert sidecar(tmp_path / "teacher", ".dropped.jsonl").name == "teacher.dropped.jsonl"
+
+
+def test_rejected_log_is_done_unless_retried_and_an_answer_wins(tmp_path):
+    path = tmp_path / "t.jsonl"
+    refused = {"id": "p1", "messages": [{"role": "user", "content": "q1"}], "reason": "too long", "meta": {}}
+    with ResponseStore(path) as store:
+        store.append(row(0))
+        store.reject(refused)
+    with ResponseStore(path) as store:
+        assert store.done_ids == {"p0", "p1"} and store.rejected_ids == {"p1"}
+    with ResponseStore(path, retry_rejected=True) as store:
+        assert store.done_ids == {"p0"}
+        store.reject(refused)  # refused again: logged again
+        store.append(row(1))  # answered at last
+        with pytest.raises(StoreError, match="already answered"):
+            store.reject(refused)
+    assert len(sidecar(path, ".rejected.jsonl").read_text().splitlines()) == 2
+    with ResponseStore(path, retry_rejected=True) as store:
+        assert store.done_ids == {"p0", "p1"} and store.rejected_ids == set()
