@@ -172,3 +172,14 @@ def test_a_file_with_a_byte_order_mark_is_read(capsys, tiny_model, teacher_set, 
                        "--max-new-tokens", "4", "--no-distinguish", "--no-plots", "--no-progress")
     assert rc == 0, err
     assert (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--judge-model", "j", "--judge-concurrency", "0"], "judge concurrency: must be >= 1, got 0"),
+    (["--top-p", "1.5"], "top_p: must be in (0, 1], got 1.5"),
+    (["--batch-size", "0"], "batch_size: must be >= 1, got 0"),
+])
+def test_eval_bad_option_values_are_one_line(capsys, teacher_set, tmp_path, option, message):
+    rc, err = run_main(capsys, "eval", "--data", str(teacher_set), "--out", str(tmp_path / "e"), *option)
+    assert rc == 2 and message in one_line_error(err, "eval")
+    assert not (tmp_path / "e").exists()

@@ -108,13 +108,13 @@ class JudgeConfig:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError("judge model: empty; pass --judge-model NAME")
+            raise JudgeError("judge model: empty; pass --judge-model NAME")
         if self.parse_retries < 0:
-            raise ValueError(f"judge parse_retries: must be >= 0, got {self.parse_retries}")
+            raise JudgeError(f"judge parse_retries: must be >= 0, got {self.parse_retries}")
         if self.max_tokens < 1:
-            raise ValueError(f"judge max_tokens: must be >= 1, got {self.max_tokens}")
+            raise JudgeError(f"judge max_tokens: must be >= 1, got {self.max_tokens}")
         if self.concurrency < 1:
-            raise ValueError(f"judge concurrency: must be >= 1, got {self.concurrency}")
+            raise JudgeError(f"judge concurrency: must be >= 1, got {self.concurrency}")
 
 
 @dataclass
