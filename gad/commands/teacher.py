@@ -59,11 +59,14 @@ def run(args: argparse.Namespace) -> int:
     store = ResponseStore(args.out, retry_rejected=args.retry_rejected)
 
     if args.dry_run:
-        done = store.scan().done_ids
-        pending = [r for r in prompts.requests if r.id not in done]
+        store.scan()
+        pending = [r for r in prompts.requests if r.id not in store.done_ids]
+        ids = {r.id for r in prompts.requests}
+        rejected = len(ids & store.rejected_ids)
         tokens = sum(estimate_tokens(m["content"]) + 4 for r in pending for m in r.messages)
         print(f"{len(prompts.requests)} prompts ({prompts.duplicates} duplicates removed), "
-              f"{len(prompts.requests) - len(pending)} already answered in {args.out}")
+              f"{len(ids & store.answered_ids)} already answered in {args.out}, {rejected} refused by the server before "
+              + ("(sent again: --retry-rejected)" if args.retry_rejected else "(not sent again; --retry-rejected sends them)"))
         print(f"would send {len(pending)} requests to {args.model or 'the local model'}: "
               f"~{tokens} input tokens (4 characters per token estimate), "
               f"at most {len(pending) * (args.max_tokens or 0)} output tokens")

@@ -303,6 +303,11 @@ def test_prompt_over_the_context_is_set_aside_and_the_run_goes_on(fake_api, tmp_
     summary = json.loads((tmp_path / "t.summary.json").read_text())
     assert (summary["skipped"], summary["rejected_before"], summary["rejected"]) == (12, 1, 0)
     assert "--retry-rejected" in capsys.readouterr().err
+    assert run_cli([*argv, "--dry-run"]) == 0
+    assert "11 already answered in" in (dry := capsys.readouterr().out) and "1 refused by the server before" in dry
+    assert "would send 0 requests" in dry
+    assert run_cli([*argv, "--dry-run", "--retry-rejected"]) == 0
+    assert "would send 1 requests" in capsys.readouterr().out
 
     assert run_cli([*argv, "--retry-rejected"]) == 0  # asked again, refused again: still set aside
     assert api.keys_since(hits) == [long_prompt]
