@@ -336,7 +336,7 @@ def _stage(run: Path) -> str:
     return (yaml.safe_load(cfg.read_text()) or {}).get("stage", "") if cfg.exists() else ""
 
 
-def write_report(paths: list[str | Path], out: str | Path | None = None) -> Path:
+def write_run_report(paths: list[str | Path], out: str | Path | None = None) -> Path:
     """report.md + report.html (+ PNG curves) for run folders and/or a demo folder; returns the HTML path."""
     paths = [Path(p) for p in paths]
     runs = find_runs(paths)

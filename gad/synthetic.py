@@ -9,7 +9,7 @@ reads the teacher set (JSONL text, as an API would have returned it), like any o
 
 The student is a tiny Llama with a word-level tokenizer over the synthetic vocabulary and a chat
 template. All methods start from the same "instruct" student (a brief SeqKD on a few teacher
-samples) and are trained only through :mod:`gad.api` (``seqkd``, ``warmup`` → ``train``,
+samples) and are trained only through :mod:`gad.stages` (``seqkd``, ``warmup`` → ``train``,
 ``offpolicy``), the code paths real LLMs use. On held-out prompts we measure:
 
 - **precision**: the teacher's log-likelihood of the student's samples (per token and per sequence;
@@ -395,13 +395,13 @@ def _stage_overrides(cfg: SyntheticConfig, out: Path, teacher_file: Path, init_f
 
 
 def _run(stage: str, overrides: list[str], init_from: str | Path | None = None) -> Path:
-    """One stage through :mod:`gad.api`, exactly as ``gad STAGE`` would run it; returns the run folder."""
-    from gad import api
+    """One stage through :mod:`gad.stages`, exactly as ``gad STAGE`` would run it; returns the run folder."""
+    from gad import stages
     from gad.config import load_config
 
     extra = [f"train.init_from={init_from}"] if init_from else []
     cfg = load_config(None, overrides + extra, stage=stage)
-    return getattr(api, stage)(cfg).run_dir
+    return getattr(stages, stage)(cfg).run_dir
 
 
 def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

@@ -73,7 +73,7 @@ class ToyConfig:
     seqkd_batch_size: int = 64
     """Teacher samples per SeqKD step."""
     groups: int = 16
-    """G: "prompts" per GAD step, each with one teacher sample and N student samples."""
+    """Groups ("prompts") per GAD step, each with one teacher sample and N student samples."""
     group_size: int = 8
     """N: student samples per group; the advantage is normalised within each group (GRPO)."""
     discriminator: str = "table"
@@ -184,7 +184,7 @@ class GaussianStudent(torch.nn.Module):
         return torch.log_softmax(discretised_gaussian_logits(self.mean, self.std(), self.num_classes), dim=0)
 
 
-class Discriminator(torch.nn.Module):
+class ToyDiscriminator(torch.nn.Module):
     """Scores every class: ``forward() -> (K,)``; a sample's score is ``scores[class]``."""
 
     def __init__(self, cfg: ToyConfig) -> None:
@@ -238,23 +238,23 @@ def train_gad(
     Returns the student, the discriminator's final per-class scores ``(K,)`` and per-step metrics.
     """
     student = _new_student(cfg)
-    disc = Discriminator(cfg)
+    disc = ToyDiscriminator(cfg)
     opt_g = torch.optim.Adam(student.parameters(), lr=cfg.student_lr)
     opt_cls = torch.optim.SGD if cfg.disc_optimizer == "sgd" else torch.optim.Adam
     opt_d = opt_cls(disc.parameters(), lr=cfg.disc_lr)
-    G, N = cfg.groups, cfg.group_size
+    n_groups, N = cfg.groups, cfg.group_size
     history = []
     for step in range(cfg.steps):
-        # 1. rollout: N student samples for each of the G "prompts", and one teacher sample each.
+        # 1. rollout: N student samples for each of the n_groups "prompts", and one teacher sample each.
         with torch.no_grad():
             probs = student.log_probs().exp()
-        y_s = torch.multinomial(probs.expand(G, -1), N, replacement=True, generator=gen)  # (G, N)
-        y_t = teacher_set[torch.randint(len(teacher_set), (G,), generator=gen)]  # (G,)
+        y_s = torch.multinomial(probs.expand(n_groups, -1), N, replacement=True, generator=gen)  # (n_groups, N)
+        y_t = teacher_set[torch.randint(len(teacher_set), (n_groups,), generator=gen)]  # (n_groups,)
 
         # 2. score + 4. update D: one discriminator "forward" gives both the rewards (detached) and the
         #    Bradley-Terry loss. The rewards are taken before D's step, as in the LLM trainer.
         scores = disc()  # D(k) for every class, (K,)
-        rewards = scores[y_s].detach()  # (G, N)
+        rewards = scores[y_s].detach()  # (n_groups, N)
         for i in range(cfg.disc_steps):
             scores = scores if i == 0 else disc()
             d_loss, d_metrics = bradley_terry_loss(scores[y_t], scores[y_s])
@@ -263,13 +263,13 @@ def train_gad(
             opt_d.step()
 
         # 3. advantages: GRPO's group normalisation over the N samples of each prompt.
-        adv = group_advantages(rewards, scale_by_std=cfg.scale_adv_by_std)  # (G, N)
+        adv = group_advantages(rewards, scale_by_std=cfg.scale_adv_by_std)  # (n_groups, N)
 
         # 5. update G: one token per sequence and one step per rollout, so the clipped loss with
         #    old = current (detached) is REINFORCE: -mean(A · log π(y)).
-        logprobs = student.log_probs()[y_s].reshape(G * N, 1)  # (B, T=1)
+        logprobs = student.log_probs()[y_s].reshape(n_groups * N, 1)  # (B, T=1)
         pg_loss, pg_metrics = clipped_policy_loss(
-            logprobs, logprobs.detach(), adv.reshape(G * N), torch.ones_like(logprobs)
+            logprobs, logprobs.detach(), adv.reshape(n_groups * N), torch.ones_like(logprobs)
         )
         opt_g.zero_grad()
         pg_loss.backward()

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gad.commands.eval import format_tables
-    from gad.eval.report import read_results, write_report, write_results
+    from gad.eval.report import read_results, write_eval_report, write_results
 
     merged: dict = {}
     try:
@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_tables(merged))
     if args.out:
         write_results(merged, args.out)
-        print(f"report: {write_report(merged, args.out)}")
+        print(f"report: {write_eval_report(merged, args.out)}")
     return 0

@@ -15,10 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gad.report import write_report
+    from gad.report import write_run_report
 
     try:
-        page = write_report(args.runs, args.out)
+        page = write_run_report(args.runs, args.out)
     except FileNotFoundError as e:
         print(f"gad report: error: {e}", file=sys.stderr)
         return 1

@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"gad {args.command}: error: {e}", file=sys.stderr)
         return 2
 
-    from gad import api
+    from gad import stages
     from gad.trainer.loop import NonFiniteError, RunExistsError
 
     try:
-        result = getattr(api, args.command)(cfg, resume=args.resume)
+        result = getattr(stages, args.command)(cfg, resume=args.resume)
     except (TeacherSetError, RunExistsError, NonFiniteError, FileNotFoundError) as e:
         print(f"gad {args.command}: error: {e}", file=sys.stderr)
         return 1

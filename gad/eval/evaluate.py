@@ -5,7 +5,7 @@
 1. ``items = pending_items(eval_set, read_generations(out_dir))`` — what still needs generating;
 2. generate those, ``append_generations(out_dir, ...)`` as they come (resumable);
 3. ``evaluate_generations(eval_set, read_generations(out_dir), judge_pairs=...)`` — the metrics;
-4. ``write_results`` / ``write_report`` (:mod:`gad.eval.report`) over ``{model: {set: metrics}}``.
+4. ``write_results`` / ``write_eval_report`` (:mod:`gad.eval.report`) over ``{model: {set: metrics}}``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 :func:`evaluate_responses` is what ``gad eval`` calls once per (model, set) with parallel lists of
 prompts, student responses and reference responses (``None`` where a set has no reference); it
 returns a JSON-ready dict. The results of several models and sets are a nested dict
-``{model: {set: metrics}}`` that :func:`write_results` and :func:`write_report` turn into files.
+``{model: {set: metrics}}`` that :func:`write_results` and :func:`write_eval_report` turn into files.
 
 ``results.json``::
 
@@ -307,7 +307,7 @@ def _judge_failures(results: Results, set_name: str) -> list[str]:
     return ["Judge failures (left out of the score, never scored):", "", *lines, ""]
 
 
-def write_report(
+def write_eval_report(
     results: Results, out_dir: str | os.PathLike, *, plots: bool = True, title: str = "Evaluation"
 ) -> Path:
     """Writes ``out_dir/report.md`` (a comparison table, then a table and plots per set) and the PNGs

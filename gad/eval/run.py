@@ -25,7 +25,7 @@ from typing import Any
 
 from gad.eval.generations import Generation, append_generations, generations_path, read_generations
 from gad.eval.judge import Judge, JudgeConfig, Verdict
-from gad.eval.report import Results, write_report, write_results
+from gad.eval.report import Results, write_eval_report, write_results
 from gad.eval.sets import EvalSet, load_eval_set, resolve_eval_set
 
 
@@ -234,5 +234,5 @@ def run_eval(cfg: EvalConfig) -> Results:
                 ]
             results[name][s.name] = m
     write_results(results, cfg.out)
-    write_report(results, cfg.out, plots=cfg.plots)
+    write_eval_report(results, cfg.out, plots=cfg.plots)
     return results
