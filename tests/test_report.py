@@ -59,7 +59,7 @@ def metrics(acc, f1, rl, length):
 
 
 def test_comparison_and_verdict_by_hand():
-    from gad.report import closer, comparison, style_rate
+    from gad.report.comparison import closer, comparison, style_rate
 
     assert style_rate([" in short: yes", "No.", "In short: no"], "In short:") == 2 / 3
     results = {"untrained": metrics(0.95, 0.20, 0.10, 80.0), "gad": metrics(0.70, 0.30, 0.15, 30.0)}
