@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gad.commands.eval import format_tables
-    from gad.eval.report import read_results, write_eval_report, write_results
+    from gad.eval.report import write_eval_report
+    from gad.eval.results import read_results, write_results
 
     merged: dict = {}
     try:

@@ -67,10 +67,14 @@ def ngram_f1(candidate: Sequence, reference: Sequence, n: int) -> float:
     return _f1(overlap, sum(c.values()), sum(r.values()))
 
 
+NGRAM_NS = tuple(range(1, 7))
+"""The n of the n-gram overlap F1: 1…6, as in the paper's Fig. 4."""
+
+
 def ngram_f1_by_n(
     candidates: Sequence[str],
     references: Sequence[str],
-    ns: Iterable[int] = range(1, 7),
+    ns: Iterable[int] = NGRAM_NS,
     tokenize: Tokenize = default_tokenize,
 ) -> dict[int, float]:
     """Mean over items of :func:`ngram_f1` for each n (default 1…6, as in the paper's Fig. 4)."""

@@ -9,7 +9,7 @@
    scores (:mod:`gad.eval.judge`, stores under ``OUT/judge/<judge model>/``);
 4. every metric per (model, set) (:func:`gad.eval.evaluate.evaluate_generations`), lengths in the
    student tokenizer's tokens;
-5. ``OUT/results.json``, ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
+5. ``OUT/results.json`` (:mod:`gad.eval.results`), ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
 
 References: a set's own (a teacher set's ``teacher_response``, Dolly's response, ...); for a set
 without any (Vicuna 80, MT-Bench) the judge's reference answers stand in, so n-gram F1, ROUGE-L and
@@ -25,7 +25,8 @@ from typing import Any
 
 from gad.eval.generations import Generation, append_generations, generations_path, read_generations
 from gad.eval.judge import Judge, JudgeConfig, Verdict
-from gad.eval.report import Results, write_eval_report, write_results
+from gad.eval.report import write_eval_report
+from gad.eval.results import Results, write_results
 from gad.eval.sets import EvalSet, load_eval_set, resolve_eval_set
 
 

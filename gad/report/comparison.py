@@ -78,7 +78,7 @@ def _verdict(nums: dict[str, dict[str, float]], a: str, b: str) -> str:
 
 def demo_sections(doc: Doc, root: Path, manifest: dict[str, Any]) -> None:
     from gad.eval.generations import read_generations
-    from gad.eval.report import read_results
+    from gad.eval.results import read_results
     from gad.teacher import read_rows
 
     results_path = root / "eval" / "results.json"

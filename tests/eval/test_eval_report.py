@@ -8,8 +8,10 @@ import random
 import pytest
 
 from gad.eval.distinguish import two_sample_test
+from gad.eval.evaluate import evaluate_responses
 from gad.eval.generations import Generation, append_generations, read_generations
-from gad.eval.report import evaluate_responses, read_results, write_eval_report, write_results
+from gad.eval.report import write_eval_report
+from gad.eval.results import read_results, write_results
 from gad.eval.sets import EvalDataError
 
 TOPICS = ["weather", "football", "cooking", "physics", "music", "travel", "history", "gardening"]
