@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from gad.losses import bradley_terry_loss, clipped_policy_loss, group_advantages, sft_loss
+from gad.plots import figure
 
 
 @dataclass
@@ -430,11 +431,6 @@ def run_toy(cfg: ToyConfig) -> dict[str, Any]:
 
 def plot_toy(results: dict[str, Any], path: Path) -> None:
     """The paper's Fig. 5 layout: teacher, SeqKD and GAD pmfs side by side, teacher outlined on each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     p_t = results["teacher"]["probs"]
     k = list(range(len(p_t)))
     panels = [("Teacher (mixture)", p_t, "tab:gray", None)]
@@ -443,48 +439,37 @@ def plot_toy(results: dict[str, Any], path: Path) -> None:
         sub = f"fwd KL {m['forward_kl']:.2f} · rev KL {m['reverse_kl']:.2f} · std {m['std']:.2f}"
         panels.append((label, m["probs"], colour, sub))
     ymax = 1.1 * max(max(p) for _, p, _, _ in panels)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), sharey=True)
-    for ax, (title, p, colour, sub) in zip(axes, panels):
-        ax.bar(k, p, color=colour, alpha=0.75, width=0.85)
-        if sub is not None:
-            ax.step(k, p_t, where="mid", color="black", lw=1.0, label="teacher")
-            ax.legend(loc="upper right", fontsize=8, frameon=False)
-        ax.set_title(title if sub is None else f"{title}\n{sub}", fontsize=9)
-        ax.set_xlabel("class")
-        ax.set_ylim(0, ymax)
-    axes[0].set_ylabel("probability")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 1, 3, figsize=(11, 3.2), sharey=True, dpi=110) as (fig, axes):
+        for ax, (title, p, colour, sub) in zip(axes, panels):
+            ax.bar(k, p, color=colour, alpha=0.75, width=0.85)
+            if sub is not None:
+                ax.step(k, p_t, where="mid", color="black", lw=1.0, label="teacher")
+                ax.legend(loc="upper right", fontsize=8, frameon=False)
+            ax.set_title(title if sub is None else f"{title}\n{sub}", fontsize=9)
+            ax.set_xlabel("class")
+            ax.set_ylim(0, ymax)
+        axes[0].set_ylabel("probability")
 
 
 def plot_init_sweep(results: dict[str, Any], path: Path) -> None:
     """Where GAD ends from each initial mean, next to where exact reverse-KL descent ends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sweep = results["init_sweep"]
     x = [r["init_mean"] for r in sweep]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for m in results["config"]["mode_means"]:
-        ax.axhline(m, color="gray", lw=0.8, ls=":")
-    ax.errorbar(
-        x,
-        [r["mean"] for r in sweep],
-        yerr=[r["std"] for r in sweep],
-        fmt="o",
-        color="tab:red",
-        capsize=2,
-        label="GAD: final mean ± std",
-    )
-    flow = [r["reverse_kl_descent"] for r in sweep]
-    ax.plot(x, [f["mean"] for f in flow], "k_", ms=12, label="exact reverse-KL descent: final mean")
-    ax.set_xlabel(f"initial mean of the student (init std {results['config']['init_std']:.1f})")
-    ax.set_ylabel("final student mean")
-    ax.set_title("GAD from different starts (dotted: teacher modes)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(5.5, 3.4), dpi=110) as (fig, ax):
+        for m in results["config"]["mode_means"]:
+            ax.axhline(m, color="gray", lw=0.8, ls=":")
+        ax.errorbar(
+            x,
+            [r["mean"] for r in sweep],
+            yerr=[r["std"] for r in sweep],
+            fmt="o",
+            color="tab:red",
+            capsize=2,
+            label="GAD: final mean ± std",
+        )
+        flow = [r["reverse_kl_descent"] for r in sweep]
+        ax.plot(x, [f["mean"] for f in flow], "k_", ms=12, label="exact reverse-KL descent: final mean")
+        ax.set_xlabel(f"initial mean of the student (init std {results['config']['init_std']:.1f})")
+        ax.set_ylabel("final student mean")
+        ax.set_title("GAD from different starts (dotted: teacher modes)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", frameon=False)

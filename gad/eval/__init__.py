@@ -10,6 +10,7 @@ Modules (each cheap to import; numpy, scikit-learn and matplotlib are imported w
   generations; what is left to generate.
 - :mod:`gad.eval.results` — ``{model: {set: metrics}}`` and ``results.json``.
 - :mod:`gad.eval.report` — the results rendered: ``report.md`` and its plots.
+- :mod:`gad.eval.names` — folder- and file-safe names for what ``gad eval`` writes.
 - :mod:`gad.eval.humaneval` — the blind pairwise comparison page and the scoring of its exports.
 - :mod:`gad.eval.generate` — the student's answers, batched, through :class:`gad.rollout.HFRollout`.
 - :mod:`gad.eval.judge` — the LLM judge (reference answer, pairwise scores in both orders) over

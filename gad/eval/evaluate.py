@@ -122,13 +122,9 @@ def evaluate_generations(
     Raises ``ValueError`` naming the first items that have no generation, or whose cached prompt is
     not the set's (the set file changed since generation).
     """
-    missing = [it.id for it in eval_set if (eval_set.name, it.id) not in generations]
-    stale = [
-        it.id
-        for it in eval_set
-        if (eval_set.name, it.id) in generations
-        and generations[(eval_set.name, it.id)].messages != it.messages
-    ]
+    pending = pending_items(eval_set, generations)
+    missing = [it.id for it in pending if (eval_set.name, it.id) not in generations]
+    stale = [it.id for it in pending if (eval_set.name, it.id) in generations]
     if missing or stale:
         problems = []
         if missing:

@@ -36,6 +36,7 @@ from typing import Any
 
 from gad.errors import UserError
 from gad.eval.metrics import combine_orders
+from gad.eval.names import slug
 from gad.eval.sets import EvalItem, Message
 
 # The pairwise prompt of Vicuna's GPT-4 review ("general" category), used by MiniLLM (Gu et al. 2023,
@@ -162,10 +163,6 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 class Judge:
     """The judge over a resumable store folder: :meth:`references`, then :meth:`score`.
 
@@ -182,7 +179,7 @@ class Judge:
         from gad.teacher import api_key_from_env
 
         self.config = config
-        self.dir = Path(out_dir) / "judge" / _slug(config.model)
+        self.dir = Path(out_dir) / "judge" / slug(config.model)
         self.progress = progress
         if api_key is None:
             api_key = api_key_from_env(config.api_key_env, required=config.base_url is None)

@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 
 from gad.eval.metrics import NGRAM_NS
+from gad.eval.names import slug
 from gad.eval.results import Results
+from gad.plots import figure
 
 
 def _sets(results: Results) -> list[str]:
@@ -93,10 +95,6 @@ def comparison_table(results: Results) -> str:
     return "\n".join(lines)
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 def plot_lengths(results: Results, set_name: str, path: Path) -> Path | None:
     """Overlaid histograms of response lengths for each model and the reference."""
     series: dict[str, list[int]] = {}
@@ -110,27 +108,19 @@ def plot_lengths(results: Results, set_name: str, path: Path) -> Path | None:
             series[model] = per_set[set_name]["per_item"]["length"]
     if not series:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    top = max(max(v, default=0) for v in series.values())
-    bins = list(range(0, top + max(1, top // 30) + 1, max(1, top // 30)))
-    for label, values in series.items():
-        if label == "reference":  # the background the models are compared against
-            ax.hist(values, bins=bins, color="0.8", label=label, histtype="stepfilled")
-        else:
-            ax.hist(values, bins=bins, label=label, histtype="step", linewidth=1.8)
-    unit = next((p[set_name].get("length_unit") for p in results.values() if set_name in p), None) or "tokens"
-    ax.set_xlabel(f"response length ({unit})")
-    ax.set_ylabel("responses")
-    ax.set_title(f"{set_name}: response lengths")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(6.4, 3.6)) as (fig, ax):
+        top = max(max(v, default=0) for v in series.values())
+        bins = list(range(0, top + max(1, top // 30) + 1, max(1, top // 30)))
+        for label, values in series.items():
+            if label == "reference":  # the background the models are compared against
+                ax.hist(values, bins=bins, color="0.8", label=label, histtype="stepfilled")
+            else:
+                ax.hist(values, bins=bins, label=label, histtype="step", linewidth=1.8)
+        unit = next((p[set_name].get("length_unit") for p in results.values() if set_name in p), None) or "tokens"
+        ax.set_xlabel(f"response length ({unit})")
+        ax.set_ylabel("responses")
+        ax.set_title(f"{set_name}: response lengths")
+        ax.legend()
     return path
 
 
@@ -143,22 +133,14 @@ def plot_ngram_f1(results: Results, set_name: str, path: Path) -> Path | None:
     }
     if not series:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for model, f1 in series.items():
-        ax.plot(NGRAM_NS, [f1[str(n)] for n in NGRAM_NS], marker="o", label=model)
-    ax.set_xlabel("n")
-    ax.set_ylabel("n-gram overlap F1 with the reference")
-    ax.set_xticks(NGRAM_NS)
-    ax.set_title(f"{set_name}: n-gram overlap")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(6.4, 3.6)) as (fig, ax):
+        for model, f1 in series.items():
+            ax.plot(NGRAM_NS, [f1[str(n)] for n in NGRAM_NS], marker="o", label=model)
+        ax.set_xlabel("n")
+        ax.set_ylabel("n-gram overlap F1 with the reference")
+        ax.set_xticks(NGRAM_NS)
+        ax.set_title(f"{set_name}: n-gram overlap")
+        ax.legend()
     return path
 
 
@@ -201,7 +183,7 @@ def write_eval_report(
         lines += [set_table(results, s), ""]
         if plots:
             for kind, fn in (("lengths", plot_lengths), ("ngram-f1", plot_ngram_f1)):
-                png = fn(results, s, out / f"{_slug(s)}-{kind}.png")
+                png = fn(results, s, out / f"{slug(s)}-{kind}.png")
                 if png is not None:
                     lines += [f"![{s} {kind}]({png.name})", ""]
         lines += _judge_failures(results, s)

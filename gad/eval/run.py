@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gad.eval.evaluate import evaluate_generations, pending_items
 from gad.eval.generations import Generation, append_generations, generations_path, read_generations
 from gad.eval.judge import Judge, JudgeConfig, Verdict
+from gad.eval.names import slug
 from gad.eval.report import write_eval_report
 from gad.eval.results import Results, write_results
 from gad.eval.sets import EvalSet, load_eval_set, resolve_eval_set
@@ -107,7 +109,7 @@ def model_name(spec: str | None) -> str:
     picked = parts[-2:] if parts[-1].startswith("step-") and len(parts) > 1 else parts[-1:]
     name = "-".join(picked)
     name = name[: -len(".gguf")] if name.endswith(".gguf") else name
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return slug(name)
 
 
 def load_sets(specs: list[str], limit: int | None = None) -> list[EvalSet]:
@@ -134,11 +136,14 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
     cached = read_generations(folder) if generations_path(folder).is_file() else {}
     pending, conflicts = [], []
     for s in sets:
+        todo = list(s) if cfg.regenerate else pending_items(s, cached)
+        pending += [(s, it) for it in todo]
+        todo_ids = {it.id for it in todo}
         for it in s:
             g = cached.get((s.name, it.id))
-            if g is None or g.messages != it.messages or cfg.regenerate:
-                pending.append((s, it))
-            elif g.sampling != cfg.sampling or (g.model is not None and g.model != (spec or DEFAULT_MODEL)):
+            if it.id in todo_ids or g is None:
+                continue
+            if g.sampling != cfg.sampling or (g.model is not None and g.model != (spec or DEFAULT_MODEL)):
                 conflicts.append((s, it, g))
     if conflicts:
         s, it, g = conflicts[0]
@@ -185,8 +190,6 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
 
 def run_eval(cfg: EvalConfig) -> Results:
     """Everything ``gad eval`` does (see the module docstring); returns ``{model: {set: metrics}}``."""
-    from gad.eval.evaluate import evaluate_generations
-
     sets = load_sets(cfg.data, cfg.limit)
     gens: dict[str, dict] = {}
     tokenizers: dict[str, Any] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gad.plots import figure
 from gad.report.render import Doc
 from gad.trainer.tracking import read_metrics
 
@@ -74,35 +75,28 @@ def balance_warnings(
 
 def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
     """One PNG: the curves that exist in this run, and the time per phase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [(k, label) for k, label in CURVES if _series(rows, k)]
     phases = [p for p in PHASES if _series(rows, f"time/{p}")]
     n = max(1, len(panels) + (1 if phases else 0))
     cols = 3
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(12, 3.2 * ((n + cols - 1) // cols)), squeeze=False)
-    for ax, (key, label) in zip(axes.flat, panels):
-        xs, ys = zip(*_series(rows, key))
-        ax.plot(xs, ys, marker="." if len(xs) < 30 else None)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step")
-    if phases:
-        ax = axes.flat[len(panels)]
-        for p in phases:
-            xs, ys = zip(*_series(rows, f"time/{p}"))
-            ax.plot(xs, ys, label=p, marker="." if len(xs) < 30 else None)
-        ax.set_title("seconds per phase", fontsize=10)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels) + (1 if phases else 0):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    rows_of_panels = (n + cols - 1) // cols
+    with figure(out, rows_of_panels, cols, figsize=(12, 3.2 * rows_of_panels), squeeze=False, dpi=90) as (fig, axes):
+        for ax, (key, label) in zip(axes.flat, panels):
+            xs, ys = zip(*_series(rows, key))
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None)
+            ax.set_title(label, fontsize=10)
+            ax.set_xlabel("step")
+        if phases:
+            ax = axes.flat[len(panels)]
+            for p in phases:
+                xs, ys = zip(*_series(rows, f"time/{p}"))
+                ax.plot(xs, ys, label=p, marker="." if len(xs) < 30 else None)
+            ax.set_title("seconds per phase", fontsize=10)
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(panels) + (1 if phases else 0):]:
+            ax.axis("off")
+        fig.suptitle(title)
     return out
 
 
