@@ -234,7 +234,7 @@ def train_seqkd(
 def train_gad(
     cfg: ToyConfig, teacher_set: torch.Tensor, gen: torch.Generator
 ) -> tuple[GaussianStudent, torch.Tensor, list[dict]]:
-    """GAD: rollout → score → advantages → update D (Bradley-Terry) → update G (policy gradient).
+    """GAD: rollout → score and update D (Bradley-Terry) → advantages → update G (policy gradient).
 
     Returns the student, the discriminator's final per-class scores ``(K,)`` and per-step metrics.
     """
@@ -252,7 +252,7 @@ def train_gad(
         y_s = torch.multinomial(probs.expand(n_groups, -1), N, replacement=True, generator=gen)  # (n_groups, N)
         y_t = teacher_set[torch.randint(len(teacher_set), (n_groups,), generator=gen)]  # (n_groups,)
 
-        # 2. score + 4. update D: one discriminator "forward" gives both the rewards (detached) and the
+        # 2. score and update D: one discriminator "forward" gives both the rewards (detached) and the
         #    Bradley-Terry loss. The rewards are taken before D's step, as in the LLM trainer.
         scores = disc()  # D(k) for every class, (K,)
         rewards = scores[y_s].detach()  # (n_groups, N)
@@ -266,7 +266,7 @@ def train_gad(
         # 3. advantages: GRPO's group normalisation over the N samples of each prompt.
         adv = group_advantages(rewards, scale_by_std=cfg.scale_adv_by_std)  # (n_groups, N)
 
-        # 5. update G: one token per sequence and one step per rollout, so the clipped loss with
+        # 4. update G: one token per sequence and one step per rollout, so the clipped loss with
         #    old = current (detached) is REINFORCE: -mean(A · log π(y)).
         logprobs = student.log_probs()[y_s].reshape(n_groups * N, 1)  # (B, T=1)
         pg_loss, pg_metrics = clipped_policy_loss(

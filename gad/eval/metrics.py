@@ -1,8 +1,8 @@
 """Text metrics for evaluation: small pure functions over strings and lists of numbers.
 
 Every function takes plain Python values (no models, no I/O) so that ``gad eval`` can call it on
-``(prompt, student response, reference response)`` lists, and each is unit-tested against
-hand-computed values in ``tests/eval/test_metrics.py``.
+``(prompt, student response, reference response)`` lists; they are unit-tested against
+hand-computed values in ``tests/eval/test_eval_metrics.py``.
 
 Tokenization: the overlap metrics use :func:`default_tokenize` (lower-cased ``\\w+`` runs, as
 ``rouge_score`` does for ASCII); lengths default to whitespace words. Both accept any

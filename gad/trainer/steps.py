@@ -59,13 +59,15 @@ class MetricAverager:
 
 
 def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discriminator: bool = True) -> Metrics:
-    """rollout → score with D → group advantages → update D → update G.
+    """rollout → score with D and update D from the same pass → group advantages → update G.
+
+    Algorithm 1's order with D's update moved next to the scoring: the teacher response and the N
+    samples of each prompt go through D in one forward pass whose detached scores are the rewards
+    (D before its update, as the algorithm reads) and whose graph gives D's Bradley-Terry loss,
+    which saves a second scoring pass. The advantages use only those detached rewards, so updating
+    D before computing them changes nothing.
 
     ``update_discriminator=False`` keeps D fixed: the off-policy baseline, and the frozen-D ablation.
-
-    The teacher response and the N samples of each prompt go through D in one forward pass:
-    the detached scores are the rewards (D before its update, as the algorithm reads), and the
-    same graph gives D's Bradley-Terry loss, which saves a second scoring pass.
     """
     cfg = roles.cfg
     n = cfg.rollout.n
@@ -75,13 +77,14 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
         samples = roles.rollout.generate(batch.prompts, n)  # n_groups*N token lists, grouped by prompt
     timer.count("rollout", sum(len(s) for s in samples))
 
-    # 2-4. Score teacher + samples with D; rewards = D(y_i); update D with Bradley-Terry.
+    # 2. Score teacher + samples with D (rewards = the samples' scores before D's update), and update
+    #    D with Bradley-Terry from the same forward pass.
     rewards, d_metrics = discriminator_phase(roles, batch, samples, timer, update=update_discriminator)
 
     # 3. Group advantages (GRPO): (r - mean) / std within each prompt's N samples.
     advantages = losses.group_advantages(rewards, scale_by_std=cfg.algorithm.scale_adv_by_std)  # (n_groups, N)
 
-    # 5. Policy update: PPO-clip surrogate + KL to the initial policy.
+    # 4. Policy update: PPO-clip surrogate + KL to the initial policy.
     seqs = pack([p for p in batch.prompts for _ in range(n)], samples, roles.pad_id, roles.eos_id)
     g_metrics = policy_phase(roles, seqs, advantages.flatten(), timer)
 
