@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 # name -> module. Order is the order shown by `gad --help`.
 COMMANDS: dict[str, str] = {
@@ -51,13 +52,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; every error ends here, decided once for all commands.
+
+    Exit codes: 0 done; 1 a bug (a traceback, secrets scrubbed) or work left incomplete (the
+    command says which); 2 bad input (one line naming it: a file and line, an option, a path);
+    130 interrupted (rerun the same command to continue).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+    prog = f"gad {args.command}"
+    try:
+        module = importlib.import_module(args._module)
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        module = sys.modules.get(args._module)
+        hint = getattr(module, "ON_INTERRUPT", "run the same command again to continue where it stopped")
+        _say(f"\n{prog}: interrupted; {hint}")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+        message = user_error_message(exc)
+        if message is None:
+            from gad.teacher.redact import scrub
+
+            _say(scrub(traceback.format_exc()))
+            return 1
+        _say(f"{prog}: error: {message}")
+        return 2
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """One line for an error caused by the user's input, secrets scrubbed; None for anything else
+    (a bug, shown with its traceback)."""
+    from gad.errors import UserError
+    from gad.teacher.redact import scrub
+
+    if isinstance(exc, UserError):
+        return scrub(str(exc))
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)) and exc.filename:
+        return scrub(f"{exc.filename}: {exc.strerror}")  # a path the user gave that cannot be opened
+    return None
+
+
+def _say(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # a further Ctrl-C while saying it: the exit code still tells
+        pass
 
 
 if __name__ == "__main__":

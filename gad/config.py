@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from gad.errors import UserError
+from gad.secrets import looks_like_secret
+from gad.textfile import read_text
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 STAGES = ("seqkd", "warmup", "train", "offpolicy")
@@ -361,10 +363,10 @@ def load_config(
     where = "command line"
     if path:
         where = str(path)
+        if not Path(path).exists():
+            raise ConfigError(f"{path}: no such config file")
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
+            raw = yaml.safe_load(read_text(path, ConfigError)) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
@@ -376,21 +378,24 @@ def load_config(
     return from_dict(_merge(raw, cli), stage, where).validate(check_files)
 
 
-SECRET_WORDS = ("key", "token", "secret", "password")
+REDACTED = "<redacted>"
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    """The resolved config as plain data, with anything that looks like a secret removed."""
-    data = dataclasses.asdict(cfg)
+    """The resolved config as plain data, every value that is or looks like a secret (an API key
+    pasted into a field, a value registered with :func:`gad.secrets.register_secret`) replaced by
+    ``<redacted>``. Field names do not matter: no field is meant to hold a secret, and the rest
+    loads back with :func:`load_config` as the same config."""
 
     def scrub(d: dict[str, Any]) -> dict[str, Any]:
         return {
-            k: (scrub(v) if isinstance(v, dict) else ("<redacted>" if any(w in k.lower() for w in SECRET_WORDS) and v else v))
+            k: scrub(v) if isinstance(v, dict) else REDACTED if isinstance(v, str) and looks_like_secret(v) else v
             for k, v in d.items()
         }
 
-    return scrub(data)
+    return scrub(dataclasses.asdict(cfg))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
+    """Write :func:`to_dict` as YAML: ``RUN/config.yaml``, which the run report shows as its settings."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from gad.errors import UserError
-from gad.rows import iter_rows, messages_id, row_to_messages
+from gad.rows import iter_rows, messages_id, row_id, row_to_messages
 
 
 class TeacherSetError(UserError, ValueError):
@@ -72,12 +72,8 @@ def parse_row(obj: Any, where: str) -> TeacherRow:
         raise TeacherSetError(f"{where}: field 'teacher_response': must be a string, got {type(resp).__name__}")
     if not resp.strip():
         raise TeacherSetError(f"{where}: field 'teacher_response': empty")
-    rid = obj.get("id")
-    if rid is None:
-        rid = messages_id(messages)
-    elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
-        raise TeacherSetError(f"{where}: field 'id': must be a string or integer")
-    return TeacherRow(str(rid), messages, resp)
+    rid = row_id(obj, where, TeacherSetError)
+    return TeacherRow(messages_id(messages) if rid is None else rid, messages, resp)
 
 
 def read_teacher_set(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[TeacherRow], DataStats]:

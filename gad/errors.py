@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Bad input: the message names the input (file:line: field, option, path) and what is wrong."""
+
+
+class InputNotFound(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (or is not what it should be)."""

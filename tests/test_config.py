@@ -1,8 +1,10 @@
 """Configs are refused before any model loads, naming the key and the nearest valid one."""
 
+import dataclasses
+
 import pytest
 
-from gad.config import Config, ConfigError, load_config, to_dict
+from gad.config import ConfigError, load_config, save_config, to_dict
 
 
 def write(tmp_path, text):
@@ -63,6 +65,69 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(p)
 
 
-def test_resolved_config_has_no_secrets():
-    d = to_dict(Config())
-    assert "data" in d and d["rollout"]["n"] == 8
+KEY = "sk-proj-" + "Zq4xT9mB2vL7nR1cW8yK3pH6" + "dF0sJ5gA"  # the shape of an OpenAI key (made up)
+
+
+@pytest.mark.parametrize("planted", [
+    KEY,
+    "hf_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",  # a Hugging Face token's shape
+    "Xk9" + "Lq2Vz7Rb4Nw8Tc1Md6Hf3Jp5Gs0Ye2Ua",  # a long random token with no known prefix
+])
+def test_resolved_config_redacts_secret_values_and_nothing_else(teacher_set, planted):
+    # A key pasted into the wrong field (here the model) must not reach config.yaml; every other
+    # value, including keys whose names contain "token" or "key", is written as it is.
+    cfg = load_config(None, [f"data.train_file={teacher_set}", f"generator.model={planted}",
+                             "rollout.max_new_tokens=77"], stage="train", check_files=False)
+    d = to_dict(cfg)
+    assert d["generator"]["model"] == "<redacted>"
+    d["generator"]["model"] = cfg.generator.model
+    assert d == dataclasses.asdict(cfg)
+    assert d["rollout"]["max_new_tokens"] == 77
+
+
+def test_values_registered_as_secrets_are_redacted(teacher_set):
+    from gad.secrets import register_secret
+
+    register_secret("correct-horse-battery-staple")  # not key-shaped, but the user's key
+    cfg = load_config(None, [f"data.train_file={teacher_set}", "train.output_dir=correct-horse-battery-staple"],
+                      stage="train", check_files=False)
+    assert to_dict(cfg)["train"]["output_dir"] == "<redacted>"
+
+
+@pytest.mark.parametrize("value", [
+    "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "runs/gad/checkpoints/step-000400/generator",
+    "0123456789abcdef0123456789abcdef01234567",  # a commit hash: lower-case hex, not a key
+    "my_very_long_local_model_folder_name_v2",
+])
+def test_ordinary_values_are_not_mistaken_for_secrets(teacher_set, value):
+    cfg = load_config(None, [f"data.train_file={teacher_set}", f"generator.model={value}"],
+                      stage="train", check_files=False)
+    assert to_dict(cfg)["generator"]["model"] == value
+
+
+def test_saved_config_loads_back_equal(tmp_path, teacher_set):
+    # save_config is what the trainer writes to RUN/config.yaml (and what the report shows).
+    cfg = load_config(None, [f"data.train_file={teacher_set}", "rollout.max_new_tokens=123", "generator.lr=3e-6",
+                             "discriminator.model=tiny", "train.epochs=2.5", "train.tensorboard=false"],
+                      stage="warmup")
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_a_byte_order_mark_is_read(tmp_path, teacher_set):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"\xef\xbb\xbf" + f"data:\n  train_file: {teacher_set}\nrollout:\n  n: 4\n".encode())
+    assert load_config(p, stage="train").rollout.n == 4
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, teacher_set):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(f"data:\n  train_file: {teacher_set}\n".encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: not UTF-8 text \(byte 0xe9 at column 6\)"):
+        load_config(p, stage="train")
+
+
+def test_a_folder_is_not_a_config(tmp_path):
+    with pytest.raises(ConfigError, match=r": is a folder, not a file"):
+        load_config(tmp_path, stage="train")

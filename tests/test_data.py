@@ -92,3 +92,20 @@ def test_batch_order_is_a_function_of_the_step():
     assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))  # whole epochs
     assert batch_indices(3, b, n, seed=1) == stream[12:16]  # same batch whenever asked
     assert batch_indices(0, b, n, seed=2) != batch_indices(0, b, n, seed=1)
+
+
+def test_a_byte_order_mark_is_read(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\n").encode())
+    rows, _ = read_teacher_set(p)
+    assert [r.id for r in rows] == ["a"]
+
+
+def test_bytes_that_are_not_utf8_are_a_bad_row(tmp_path):
+    p = tmp_path / "t.jsonl"
+    latin1 = json.dumps({**GOOD, "id": "b", "teacher_response": "caf\xe9"}, ensure_ascii=False).encode("latin-1")
+    p.write_bytes((json.dumps(GOOD) + "\n").encode() + latin1 + b"\n" + (json.dumps({**GOOD, "id": "c"}) + "\n").encode())
+    with pytest.raises(TeacherSetError, match=r"t.jsonl:2: not UTF-8 text \(byte 0xe9 at column \d+\)"):
+        read_teacher_set(p)
+    rows, stats = read_teacher_set(p, skip_bad_rows=True)
+    assert [r.id for r in rows] == ["a", "c"] and stats.bad_rows == 1

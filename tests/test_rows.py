@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gad.rows import iter_rows, messages_id, row_to_messages
+from gad.rows import iter_rows, messages_id, row_id, row_to_messages
 
 
 class Bad(ValueError):
@@ -69,3 +69,82 @@ def test_bad_prompts_name_the_field(row, match):
 def test_messages_id_is_pinned():
     # Resuming a teacher collection matches these ids across runs: a change here orphans stored rows.
     assert messages_id([{"role": "user", "content": "hello"}]) == "hd98167dd28f22e33"
+
+
+BOM = b"\xef\xbb\xbf"
+LATIN1 = '{"prompt": "caf\xe9"}'.encode("latin-1")  # a Windows-1252 / Latin-1 file: 0xe9 is not UTF-8
+
+
+@pytest.mark.parametrize("name, body", [
+    ("a.jsonl", b'{"prompt": "x"}\r\n{"prompt": "y"}\r\n'),
+    ("b.json", b'[{"prompt": "x"}, {"prompt": "y"}]'),
+    ("c.json", b'{"prompt": "x"}\n{"prompt": "y"}\n'),
+])
+def test_a_byte_order_mark_is_read(tmp_path, name, body):
+    # Spreadsheet exports and Windows editors start UTF-8 files with EF BB BF.
+    (tmp_path / name).write_bytes(BOM + body)
+    assert [row for _, _, row in iter_rows(tmp_path / name, Bad)] == [{"prompt": "x"}, {"prompt": "y"}]
+
+
+@pytest.mark.parametrize("name, body, match", [
+    ("a.jsonl", b'{"prompt": "x"}\n\n' + LATIN1 + b"\n", r"a.jsonl:3: not UTF-8 text \(byte 0xe9 at column 16\)"),
+    ("b.json", b'[{"prompt": "x"},\n ' + LATIN1 + b"]", r"b.json:2: not UTF-8 text \(byte 0xe9 at column 17\)"),
+    ("u.jsonl", '{"prompt": "x"}\n'.encode("utf-16"), r"u.jsonl:1: not UTF-8 text \(byte 0xff at column 1\).*UTF-16"),
+])
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, name, body, match):
+    (tmp_path / name).write_bytes(body)
+    with pytest.raises(Bad, match=match):
+        list(iter_rows(tmp_path / name, Bad))
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_row_the_others_are_kept(tmp_path):
+    p = tmp_path / "t.jsonl"
+    p.write_bytes(b'{"prompt": "x"}\n' + LATIN1 + b'\n{"prompt": "y"}\n')
+    rows = [row for _, _, row in iter_rows(p, Bad, keep_going=True)]
+    assert rows[0] == {"prompt": "x"} and rows[2] == {"prompt": "y"}
+    assert isinstance(rows[1], Bad) and "t.jsonl:2: not UTF-8 text" in str(rows[1])
+
+
+def test_json_lines_keep_unicode_line_separators_inside_strings(tmp_path):
+    # json.dumps(ensure_ascii=False) writes U+2028 as it is; it is not a line break in JSON lines.
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({"prompt": "a\u2028b"}, ensure_ascii=False) + "\n{}\n", encoding="utf-8")
+    assert [row for _, _, row in iter_rows(p, Bad)] == [{"prompt": "a\u2028b"}, {}]
+
+
+def test_a_file_that_is_not_parquet_is_a_clear_error(tmp_path):
+    p = tmp_path / "t.parquet"
+    p.write_text('{"prompt": "x"}\n')
+    with pytest.raises(Bad, match=r"t.parquet: not a parquet file"):
+        list(iter_rows(p, Bad))
+
+
+@pytest.mark.parametrize("reader", ["teacher set", "prompts", "eval set", "generations"])
+@pytest.mark.parametrize("bad", [True, 1.5, [1], {"a": 1}])
+def test_every_reader_checks_ids_the_same_way(tmp_path, reader, bad):
+    # One id rule for every file: a string or an integer (what upstream sets use), never a bool,
+    # float, list or object (whose str() would differ between writers or collide).
+    from gad.data import read_teacher_set
+    from gad.eval.generations import read_generations
+    from gad.eval.sets import load_eval_set
+    from gad.teacher.prompts import read_prompts
+
+    row, name, read = {
+        "teacher set": ({"id": bad, "prompt": "q", "teacher_response": "r"}, "id", read_teacher_set),
+        "prompts": ({"id": bad, "prompt": "q"}, "id", read_prompts),
+        "eval set": ({"question_id": bad, "turns": ["q"]}, "question_id", load_eval_set),
+        "generations": ({"set": "s", "id": bad, "prompt": "q", "response": "r"}, "id", read_generations),
+    }[reader]
+    p = tmp_path / "f.jsonl"
+    p.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=rf"f.jsonl:1: field '{name}': expected a string or an integer, "
+                                         rf"got {type(bad).__name__}$"):
+        read(p)
+
+
+def test_row_id():
+    assert row_id({"id": 7}, "f:1", Bad) == "7" and row_id({"id": "a"}, "f:1", Bad) == "a"
+    assert row_id({}, "f:1", Bad) is None and row_id({"id": None}, "f:1", Bad) is None
+    assert row_id({"question_id": 3}, "f:1", Bad, "question_id") == "3"
+    with pytest.raises(Bad, match=r"f:1: field 'id': expected a string or an integer, got bool"):
+        row_id({"id": False}, "f:1", Bad)

@@ -49,13 +49,14 @@ def test_each_stage_trains_logs_and_checkpoints(stage, tiny_model, teacher_set, 
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / stage
-    result = getattr(stages, stage)(cfg_for(stage, tiny_model, teacher_set, out, train__tensorboard=True,
-                                         algorithm__disc_pretrain_steps=1))
+    cfg = cfg_for(stage, tiny_model, teacher_set, out, train__tensorboard=True, algorithm__disc_pretrain_steps=1)
+    result = getattr(stages, stage)(cfg)
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, result.step + 1))
     assert changed(weights(tiny_model), weights(result.checkpoint / "generator"))
     AutoModelForCausalLM.from_pretrained(result.checkpoint / "generator")  # a plain HF folder
-    assert (out / "config.yaml").exists() and any((out / "tensorboard").iterdir())
+    assert load_config(out / "config.yaml") == cfg  # the saved settings run again as they are
+    assert any((out / "tensorboard").iterdir())
     if stage != "seqkd":
         assert all(0.0 <= r["disc/accuracy"] <= 1.0 for r in rows)
         assert (result.checkpoint / "discriminator.safetensors").exists()

@@ -25,19 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gad.demo import DemoError, run_demo
-    from gad.teacher import SettingsChanged
-    from gad.teacher.redact import FatalKeyError, scrub
 
     if args.teacher_base_url and not args.teacher_model:
-        print("gad demo: error: --teacher-base-url needs --teacher-model", file=sys.stderr)
-        return 2
-    try:
-        page = run_demo(args.out, args.model, args.quick, args.teacher_model, args.teacher_base_url, args.api_key_env)
-    except KeyboardInterrupt:
-        print("\ngad demo: interrupted; run the same command again to continue where it stopped", file=sys.stderr)
-        return 130
-    except (FatalKeyError, SettingsChanged, DemoError) as e:
-        print(f"gad demo: error: {scrub(str(e))}", file=sys.stderr)
-        return 2
+        raise DemoError("--teacher-base-url needs --teacher-model")
+    page = run_demo(args.out, args.model, args.quick, args.teacher_model, args.teacher_base_url, args.api_key_env)
     print(f"gad demo: done; report {page.resolve()} (and {page.with_suffix('.md').name} beside it)", file=sys.stderr)
     return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "evaluate students on eval sets: n-gram F1, ROUGE-L, lengths, distinguishability, LLM judge; report"
+ON_INTERRUPT = "rerun the same command to resume (generations and judgments are kept)"
 
 
 def _temperature(value: str) -> float | None:
@@ -47,27 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gad.teacher.redact import scrub
-
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print("gad eval: interrupted; rerun the same command to resume (generations and judgments are kept)",
-              file=sys.stderr)
-        return 130
-    except _user_errors() as exc:
-        print(f"gad eval: error: {scrub(str(exc))}", file=sys.stderr)
-        return 2
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from gad.eval.judge import JudgeError
-    from gad.teacher.redact import FatalKeyError
-
-    return (ValueError, FileNotFoundError, JudgeError, FatalKeyError)
-
-
-def _run(args: argparse.Namespace) -> int:
     from gad.eval.judge import JudgeConfig
     from gad.eval.run import EvalConfig, run_eval
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "compare models evaluated in separate `gad eval` runs: one table (optionally a merged report)"
@@ -16,22 +15,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gad.commands.eval import format_tables
+    from gad.errors import InputNotFound
     from gad.eval.report import write_eval_report
     from gad.eval.results import read_results, write_results
 
     merged: dict = {}
-    try:
-        for run_dir in args.runs:
-            path = Path(run_dir)
-            path = path / "results.json" if path.is_dir() else path
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no results.json (run `gad eval --out {run_dir}` first)")
-            for model, per_set in read_results(path).items():
-                name = model if model not in merged else f"{path.parent.name}/{model}"
-                merged[name] = per_set
-    except (ValueError, FileNotFoundError) as e:
-        print(f"gad eval-compare: error: {e}", file=sys.stderr)
-        return 2
+    for run_dir in args.runs:
+        path = Path(run_dir)
+        path = path / "results.json" if path.is_dir() else path
+        if not path.is_file():
+            raise InputNotFound(f"{path}: no results.json (run `gad eval --out {run_dir}` first)")
+        for model, per_set in read_results(path).items():
+            name = model if model not in merged else f"{path.parent.name}/{model}"
+            merged[name] = per_set
     print(format_tables(merged))
     if args.out:
         write_results(merged, args.out)

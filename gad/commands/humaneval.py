@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "write a blind pairwise comparison page (one HTML file) for two models' generations"
 
@@ -33,21 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gad.eval.humaneval import build_page
 
-    try:
-        path = build_page(
-            args.a,
-            args.b,
-            args.out,
-            name_a=args.name_a,
-            name_b=args.name_b,
-            sets=args.sets,
-            limit=args.limit,
-            seed=args.seed,
-            title=args.title,
-        )
-    except (ValueError, FileNotFoundError) as e:  # bad folders or rows: the message says which
-        print(f"gad humaneval: error: {e}", file=sys.stderr)
-        return 2
+    path = build_page(args.a, args.b, args.out, name_a=args.name_a, name_b=args.name_b, sets=args.sets,
+                      limit=args.limit, seed=args.seed, title=args.title)
     print("Open it in a browser; raters export their judgments as JSON for `gad humaneval-score`.")
     print(f"page: {path}")
     return 0

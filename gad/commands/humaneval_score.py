@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 HELP = "score humaneval page exports: win/tie/loss rates of A vs B with 95% intervals"
 
@@ -19,10 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gad.eval.humaneval import read_export, score_results
 
-    try:
-        score = score_results([read_export(p) for p in args.results])
-    except (ValueError, FileNotFoundError) as e:  # not an export, or exports of different pages
-        print(f"gad humaneval-score: error: {e}", file=sys.stderr)
-        return 2
+    score = score_results([read_export(p) for p in args.results])
     print(json.dumps(score.to_dict(), indent=1) if args.json else score.format())
     return 0

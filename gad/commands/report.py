@@ -17,10 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gad.report import write_run_report
 
-    try:
-        page = write_run_report(args.runs, args.out)
-    except FileNotFoundError as e:
-        print(f"gad report: error: {e}", file=sys.stderr)
-        return 1
+    page = write_run_report(args.runs, args.out)
     print(f"gad report: wrote {page} and {page.with_suffix('.md')}", file=sys.stderr)
     return 0

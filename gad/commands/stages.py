@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = {
     "seqkd": "SeqKD baseline: fine-tune the student on the teacher's responses",
@@ -11,6 +10,7 @@ HELP = {
     "train": "GAD: on-policy GRPO against a co-evolving discriminator",
     "offpolicy": "baseline: GRPO against a discriminator frozen after training on a frozen student",
 }
+ON_INTERRUPT = "add --resume to the same command to continue from the newest checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,27 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gad.config import ConfigError, load_config
-    from gad.data import TeacherSetError
 
     files = [i for i in args.items if "=" not in i]
     overrides = [i for i in args.items if "=" in i]
     if len(files) > 1:
-        print(f"gad {args.command}: error: one config file at most, got {files}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"one config file at most, got {files}")
     if args.skip_bad_rows:
         overrides.append("data.skip_bad_rows=true")
-    try:
-        cfg = load_config(files[0] if files else None, overrides, stage=args.command)
-    except ConfigError as e:
-        print(f"gad {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(files[0] if files else None, overrides, stage=args.command)
 
     from gad import stages
-    from gad.trainer.loop import NonFiniteError, RunExistsError
 
-    try:
-        result = getattr(stages, args.command)(cfg, resume=args.resume)
-    except (TeacherSetError, RunExistsError, NonFiniteError, FileNotFoundError) as e:
-        print(f"gad {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    result = getattr(stages, args.command)(cfg, resume=args.resume)
     return 130 if result.interrupted else 0

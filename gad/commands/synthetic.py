@@ -29,14 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gad.errors import UserError
     from gad.synthetic import METHODS, SyntheticConfig, run_synthetic
 
     names = {"warmup_steps": "warmup_steps", "gad_steps": "gad_steps", "init_steps": "init_steps",
              "eval_every": "eval_every", "rl_lr": "rl_lr", "sft_lr": "sft_lr", "disc_lr": "discriminator_lr",
              "group_size": "group_size"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
-    cfg = SyntheticConfig(out_dir=args.out, seed=args.seed, plot=not args.no_plot,
-                          extra_overrides=tuple(args.overrides), **overrides)
+    try:
+        cfg = SyntheticConfig(out_dir=args.out, seed=args.seed, plot=not args.no_plot,
+                              extra_overrides=tuple(args.overrides), **overrides)
+    except ValueError as e:  # the config's own checks: an option's value is out of range
+        raise UserError(f"bad option: {e}") from None
     results = run_synthetic(cfg)
 
     print(f"{'held-out':10s} {'precision/tok':>13s} {'precision/seq':>13s} {'coverage/tok':>12s} "

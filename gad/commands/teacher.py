@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 
 HELP = "collect teacher responses (OpenAI-compatible API or local model) into a resumable teacher set"
+ON_INTERRUPT = "rerun the same command to resume (answers already stored are kept)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,36 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gad.teacher import redact
-
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print("gad teacher: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except _user_errors() as exc:
-        print(f"gad teacher: error: {redact.scrub(str(exc))}", file=sys.stderr)
-        return 2
-    except Exception:  # noqa: BLE001 - anything else: show it, but never the key
-        print(redact.scrub(traceback.format_exc()), file=sys.stderr)
-        return 1
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from gad.teacher import PromptFormatError, SettingsChanged, StoreError
-    from gad.teacher.redact import FatalKeyError
-
-    return (PromptFormatError, SettingsChanged, StoreError, FatalKeyError, ValueError)
-
-
-def _run(args: argparse.Namespace) -> int:
+    from gad.errors import UserError
     from gad.teacher import GenerationSettings, ResponseStore, collect, read_prompts
     from gad.teacher.api import estimate_tokens
     from gad.teacher.store import sidecar
 
     if args.backend == "api" and not args.model:
-        raise ValueError("--model is required with --backend api (the provider's model name)")
-    extra_body = json.loads(args.extra_body) if args.extra_body else {}
+        raise UserError("--model is required with --backend api (the provider's model name)")
+    extra_body = _json_object("--extra-body", args.extra_body) if args.extra_body else {}
     settings = GenerationSettings(model=args.model or "embedded-default", max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                                   extra_body=extra_body)
@@ -101,6 +79,18 @@ def _run(args: argparse.Namespace) -> int:
     if summary.stopped == "interrupted":
         return 130
     return 0 if summary.complete else 1
+
+
+def _json_object(option: str, text: str) -> dict:
+    from gad.errors import UserError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{option}: not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{option}: expected a JSON object such as '{{\"reasoning_effort\": \"low\"}}', got {text!r}")
+    return value
 
 
 def _build_backend(args: argparse.Namespace, settings):

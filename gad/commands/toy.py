@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from gad.errors import UserError
     from gad.toy import ToyConfig, run_toy
 
     overrides = {
@@ -44,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if getattr(args, name) is not None
     }
-    cfg = ToyConfig(out_dir=args.out, seed=args.seed, plot=not args.no_plot, **overrides)
+    try:
+        cfg = ToyConfig(out_dir=args.out, seed=args.seed, plot=not args.no_plot, **overrides)
+    except ValueError as e:  # the config's own checks: an option's value is out of range
+        raise UserError(f"bad option: {e}") from None
     if args.sweep_inits:
         cfg = replace(cfg, init_sweep=tuple(float(k) for k in range(cfg.num_classes)))
     results = run_toy(cfg)

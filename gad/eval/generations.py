@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gad.errors import InputNotFound
 from gad.eval.sets import EvalDataError
-from gad.rows import Message, iter_rows
+from gad.rows import Message, iter_rows, row_id
 
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -78,7 +79,7 @@ def read_generations(path: str | os.PathLike) -> dict[tuple[str, str], Generatio
     """All cached generations of a folder (or a ``.jsonl`` file), keyed by ``(set, id)``, last row wins."""
     file = generations_path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"no generations at {file} (expected {GENERATIONS_FILE} in the folder)")
+        raise InputNotFound(f"no generations at {file} (expected {GENERATIONS_FILE} in the folder)")
     out: dict[tuple[str, str], Generation] = {}
     for where, _, row in iter_rows(file, EvalDataError):
         g = _parse(row, where)
@@ -95,8 +96,9 @@ def _parse(row: dict[str, Any], where: str) -> Generation:
             raise bad(name, "missing")
     if not isinstance(row["set"], str) or not isinstance(row["response"], str):
         raise bad("set" if not isinstance(row["set"], str) else "response", "expected a string")
-    if not isinstance(row["id"], (str, int)) or isinstance(row["id"], bool):
-        raise bad("id", "expected a string or an integer")
+    rid = row_id(row, where, EvalDataError)
+    if rid is None:
+        raise bad("id", "missing")
     messages = row.get("messages")
     if messages is None and isinstance(row.get("prompt"), str):  # tolerated shorthand
         messages = [{"role": "user", "content": row["prompt"]}]
@@ -108,7 +110,7 @@ def _parse(row: dict[str, Any], where: str) -> Generation:
     sampling = row.get("sampling") or {}
     return Generation(
         set=row["set"],
-        id=str(row["id"]),
+        id=rid,
         messages=messages,
         response=row["response"],
         model=row.get("model") if isinstance(row.get("model"), str) else None,

@@ -30,8 +30,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
 from gad.eval.generations import read_generations
 from gad.eval.metrics import binomial_two_sided_p, wilson_interval
+from gad.textfile import read_text
 
 RESULTS_FORMAT = "gad-humaneval-results"
 CHOICES = ("left", "right", "tie")
@@ -214,18 +216,22 @@ def outcome(judgment: dict[str, Any]) -> str:
     return left if choice == "left" else right
 
 
+class ExportError(UserError, ValueError):
+    """A file that cannot be read as a humaneval page export; the message names the file."""
+
+
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
-    """A page export, checked for its format."""
+    """A page export, checked for its format (UTF-8, a byte-order mark allowed)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, ExportError))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise ExportError(f"{path}: not valid JSON ({e})") from None
     if (
         not isinstance(data, dict)
         or data.get("format") != RESULTS_FORMAT
         or not isinstance(data.get("judgments"), list)
     ):
-        raise ValueError(
+        raise ExportError(
             f'{path}: not a humaneval export (expected "format": "{RESULTS_FORMAT}" and a judgments list)'
         )
     return data

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
 from gad.eval.evaluate import evaluate_generations, pending_items
 from gad.eval.generations import Generation, append_generations, generations_path, read_generations
 from gad.eval.judge import Judge, JudgeConfig, Verdict
@@ -68,23 +69,23 @@ class EvalConfig:
         if not self.models:
             self.models = [None]
         if not self.data:
-            raise ValueError("no evaluation set: pass --data SET (a file or a name such as vicuna)")
+            raise UserError("no evaluation set: pass --data SET (a file or a name such as vicuna)")
         if self.names is not None and len(self.names) != len(self.models):
-            raise ValueError(f"{len(self.names)} --name for {len(self.models)} --model: give one name per model")
+            raise UserError(f"{len(self.names)} --name for {len(self.models)} --model: give one name per model")
         if self.temperature < 0:
-            raise ValueError(f"temperature: must be >= 0 (0 = greedy), got {self.temperature}")
+            raise UserError(f"temperature: must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+            raise UserError(f"top_p: must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+            raise UserError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size}")
+            raise UserError(f"batch_size: must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit: must be >= 1, got {self.limit}")
+            raise UserError(f"limit: must be >= 1, got {self.limit}")
         names = self.names or [model_name(m) for m in self.models]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
-            raise ValueError(f"two models share the name {sorted(dupes)[0]!r}: tell them apart with --name")
+            raise UserError(f"two models share the name {sorted(dupes)[0]!r}: tell them apart with --name")
         self.names = names
 
     @property
@@ -117,7 +118,7 @@ def load_sets(specs: list[str], limit: int | None = None) -> list[EvalSet]:
     seen: dict[str, Path] = {}
     for s in sets:
         if s.name in seen:
-            raise ValueError(f"two sets are named {s.name!r} ({seen[s.name]} and {s.path}): rename one file")
+            raise UserError(f"two sets are named {s.name!r} ({seen[s.name]} and {s.path}): rename one file")
         seen[s.name] = s.path
         if limit is not None:
             s.items = s.items[:limit]
@@ -150,7 +151,7 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
         what = (f"{len(conflicts)} cached answers were made by {g.model} with {g.sampling} (e.g. {s.name}/{it.id}), "
                 f"not by {spec or DEFAULT_MODEL} with {cfg.sampling}")
         if not cfg.replace_stale:
-            raise ValueError(f"{generations_path(folder)}: {what}: pass --regenerate to replace them, or use a new --out")
+            raise UserError(f"{generations_path(folder)}: {what}: pass --regenerate to replace them, or use a new --out")
         _log(f"{name}: {what}; answering again")
         pending += [(stale_set, stale_item) for stale_set, stale_item, _ in conflicts]
     if not pending:

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gad.errors import UserError
-from gad.rows import Message, instruction_to_messages, iter_rows, text_field, turns_to_messages
+from gad.errors import InputNotFound, UserError
+from gad.rows import Message, instruction_to_messages, iter_rows, row_id, text_field, turns_to_messages
 
 FORMATS = ("teacher", "fastchat", "selfinst", "dolly", "alpaca")
 
@@ -129,12 +129,10 @@ class _Row:
         return text_field(self.row.get(name), self.where, self.prefix + name, EvalDataError, allow_empty=allow_empty)
 
     def ident(self, name: str) -> str:
-        if name not in self.row:
+        value = row_id(self.row, self.where, EvalDataError, name)  # ids are top-level fields
+        if value is None:
             raise self.error(name, "missing")
-        value = self.row[name]
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise self.error(name, f"expected a string or an integer, got {type(value).__name__}")
-        return str(value)
+        return value
 
 
 def _teacher(r: _Row, index: int) -> EvalItem:
@@ -226,12 +224,12 @@ def load_eval_set(path: str | os.PathLike, *, format: str | None = None, name: s
         name: the set's name in reports; the file's stem by default (``vicuna80``).
 
     Raises:
-        FileNotFoundError: no such file.
+        InputNotFound: no such file.
         EvalDataError: unknown format, a malformed row, or a duplicate id (file, line and field named).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"evaluation set not found: {path}")
+        raise InputNotFound(f"{path}: evaluation set not found")
     if format is not None and format not in FORMATS:
         raise EvalDataError(f"{path}: unknown format {format!r}; use one of {', '.join(FORMATS)}")
     items: list[EvalItem] = []
@@ -290,7 +288,7 @@ def resolve_eval_set(spec: str, data_dirs: Iterable[str | os.PathLike] | None = 
             if c.is_file():
                 return c
     known = ", ".join(KNOWN_SETS)
-    raise FileNotFoundError(
+    raise InputNotFound(
         f"evaluation set {spec!r} is neither a file nor a known set ({known}) in {', '.join(map(str, dirs))}; "
         "pass a path, or set GAD_EVAL_DATA to the folder holding the sets"
     )

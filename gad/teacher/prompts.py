@@ -4,7 +4,8 @@ Rows are read and turned into chats by :mod:`gad.rows` (``messages``, the paper'
 ``prompt``, Vicuna / MT-Bench ``turns`` (first turn), Self-Instruct, Dolly, Alpaca; see
 :func:`gad.rows.row_to_messages`), as the teacher-set and evaluation-set readers do.
 
-Ids: the row's ``id`` or ``question_id`` when present, else a hash of the messages, so the same
+Ids: the row's ``id`` or ``question_id`` when present (a string or an integer, checked by
+:func:`gad.rows.row_id` as every reader does), else a hash of the messages, so the same
 prompt gets the same id on every run (that is what makes resume work).
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 from gad import rows as _rows
 from gad.errors import UserError
-from gad.rows import iter_rows
+from gad.rows import iter_rows, row_id
 from gad.rows import messages_id as message_hash  # the name this module gave it first
 from gad.teacher.backend import ChatRequest, Message
 
@@ -48,8 +49,8 @@ def read_prompts(path: str | Path, system: str | None = None, limit: int | None 
                 raise PromptFormatError(f"{where}: field 'messages': the row has its own system message "
                                         "and --system was given too; drop one")
             messages = [{"role": "system", "content": system}, *messages]
-        rid = row.get("id", row.get("question_id"))
-        rid = message_hash(messages) if rid is None else str(rid)
+        rid = row_id(row, where, PromptFormatError, "id" if "id" in row else "question_id")
+        rid = message_hash(messages) if rid is None else rid
         if rid in seen:
             first_where, first_messages = seen[rid]
             if first_messages != messages:

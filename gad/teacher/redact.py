@@ -1,7 +1,8 @@
 """Keep API keys out of everything gad prints or writes.
 
 Providers echo keys back in error bodies ("Incorrect API key provided: sk-..."), and exception
-text travels into summaries and logs, so every such string passes through :func:`scrub` first.
+text travels into summaries and logs, so every such string passes through :func:`scrub` first
+(:mod:`gad.secrets`, where the config's redaction finds the same secrets).
 """
 
 from __future__ import annotations
@@ -9,27 +10,9 @@ from __future__ import annotations
 import os
 
 from gad.errors import UserError
+from gad.secrets import register_secret, scrub
 
-_SECRETS: set[str] = set()
-
-
-def register_secret(value: str | None) -> None:
-    """Remember a secret so :func:`scrub` removes it. Short values are ignored (too many false hits)."""
-    if value and len(value) >= 8:
-        _SECRETS.add(value)
-
-
-def scrub(text: str) -> str:
-    """``text`` with every registered secret (and its 8-character-or-longer halves) masked."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-        # A masked echo such as "sk-abcd****wxyz" is fine; a half of the key is not.
-        half = len(secret) // 2
-        if half >= 8:
-            for part in (secret[:half], secret[half:]):
-                text = text.replace(part, "***")
-    return text
+__all__ = ["FatalKeyError", "api_key_from_env", "register_secret", "scrub"]
 
 
 def api_key_from_env(var: str, *, required: bool = True) -> str | None:

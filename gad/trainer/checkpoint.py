@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gad.errors import InputNotFound
 from gad.trainer.roles import Roles
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -44,7 +45,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     ckpts = list_checkpoints(path / "checkpoints")
     if not ckpts:
-        raise FileNotFoundError(f"{path}: neither a checkpoint (no state.pt) nor a run folder with checkpoints")
+        raise InputNotFound(f"{path}: neither a checkpoint (no state.pt) nor a run folder with checkpoints")
     return ckpts[-1]
 
 

@@ -30,8 +30,9 @@ class RunExistsError(UserError, RuntimeError):
     """The run folder already holds checkpoints and ``resume`` was not asked for."""
 
 
-class NonFiniteError(RuntimeError):
-    """Too many consecutive steps had NaN/inf losses or gradients."""
+class NonFiniteError(UserError, RuntimeError):
+    """Too many consecutive steps had NaN/inf losses or gradients: the settings diverge (told in
+    one line, like bad input: lower the learning rates or raise train.max_bad_steps)."""
 
 
 @dataclass
@@ -180,7 +181,7 @@ def run_stage(cfg: Config, resume: bool = False) -> RunResult:
                 if bad_in_a_row > cfg.train.max_bad_steps:
                     raise NonFiniteError(
                         f"{bad_in_a_row} consecutive steps with NaN/inf losses or gradients (train.max_bad_steps="
-                        f"{cfg.train.max_bad_steps}); stopped. Last good checkpoint: {last_ckpt or 'none'}"
+                        f"{cfg.train.max_bad_steps}); stopped (lower the learning rates?). Last good checkpoint: {last_ckpt or 'none'}"
                     )
                 done = step + 1
                 if done % cfg.train.save_every == 0 or done == total_steps or interrupts.requested:

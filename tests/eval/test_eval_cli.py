@@ -7,6 +7,7 @@ import json
 import pytest
 
 from gad.cli import main
+from gad.errors import UserError
 from tests.conftest import make_teacher_set
 from tests.eval.scripted_judge import ScriptedJudge
 from tests.teacher.fake_api import FakeChatAPI
@@ -109,7 +110,7 @@ def test_model_names(spec, name):
 def test_config_errors_say_what_to_do(tmp_path):
     from gad.eval.run import EvalConfig
 
-    with pytest.raises(ValueError, match="--name"):
+    with pytest.raises(UserError, match="--name"):
         EvalConfig(models=["runs/a/final", "runs/b/final"], data=["x"], out=tmp_path)
-    with pytest.raises(ValueError, match="one name per model"):
+    with pytest.raises(UserError, match="one name per model"):
         EvalConfig(models=["a", "b"], data=["x"], out=tmp_path, names=["a"])

@@ -113,3 +113,21 @@ def test_commands(tmp_path, capsys, monkeypatch):
     assert cli.main(["humaneval-score", str(tmp_path / "missing.json")]) == 2
     assert "humaneval-score: error:" in capsys.readouterr().err
     assert build_page(dir_a, dir_b, tmp_path / "sub" / "p.html").is_file()
+
+
+def test_an_export_with_a_byte_order_mark_is_read(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps(_export([{"left": "a", "choice": "left"}])).encode())
+    assert read_export(p)["a"] == "A"
+
+
+def test_an_export_that_is_not_utf8_names_file_and_line(tmp_path):
+    from gad.errors import UserError
+
+    p = tmp_path / "r.json"
+    p.write_bytes(json.dumps(_export([]), indent=1).encode() + b"\n\xff")
+    with pytest.raises(UserError, match=r"r.json:7: not UTF-8 text \(byte 0xff at column 1\)"):
+        read_export(p)
+    p.write_text("{")
+    with pytest.raises(UserError, match=r"r.json: not valid JSON"):
+        read_export(p)

@@ -207,3 +207,16 @@ def test_teacher_set_parquet(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "teacher.parquet")
     s = load_eval_set(tmp_path / "teacher.parquet")
     assert s.format == "teacher" and s.items[0].reference == "Hello." and s.name == "teacher"
+
+
+def test_a_byte_order_mark_is_read(tmp_path):
+    p = tmp_path / "alpaca.json"  # AlpacaEval as a spreadsheet tool saves it
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"instruction": "Say hi.", "output": "Hi."}]).encode())
+    assert [i.prompt for i in load_eval_set(p).items] == ["Say hi."]
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    p = tmp_path / "mt.jsonl"
+    p.write_bytes(b'{"question_id": 1, "turns": ["a"]}\n{"question_id": 2, "turns": ["caf\xe9"]}\n')
+    with pytest.raises(EvalDataError, match=r"mt.jsonl:2: not UTF-8 text \(byte 0xe9 at column 34\)"):
+        load_eval_set(p)

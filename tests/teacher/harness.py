@@ -109,16 +109,12 @@ def key_to_id(key: str) -> str:
 
 def run_cli(argv: list[str]) -> int:
     """``gad teacher ARGV`` in this process, with the test key in the environment."""
-    import argparse
+    from gad.cli import main
 
-    from gad.commands import teacher
-
-    parser = argparse.ArgumentParser()
-    teacher.add_arguments(parser)
     old = os.environ.get("OPENAI_API_KEY")
     os.environ["OPENAI_API_KEY"] = API_KEY
     try:
-        return teacher.run(parser.parse_args(argv))
+        return main(["teacher", *argv])
     finally:
         if old is None:
             os.environ.pop("OPENAI_API_KEY", None)

@@ -48,18 +48,13 @@ def test_dry_run_sends_nothing(fake_api, tmp_path, capsys):
 
 
 def test_missing_key_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    import argparse
-
-    from gad.commands import teacher
+    from gad.cli import main
 
     prompts = tmp_path / "p.jsonl"
     write_prompts(prompts, 2)
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
-    parser = argparse.ArgumentParser()
-    teacher.add_arguments(parser)
-    args = parser.parse_args(["--prompts", str(prompts), "--out", str(tmp_path / "t.jsonl"),
-                              "--model", "m", "--api-key-env", "NO_SUCH_KEY_VAR"])
-    assert teacher.run(args) == 2
+    assert main(["teacher", "--prompts", str(prompts), "--out", str(tmp_path / "t.jsonl"),
+                 "--model", "m", "--api-key-env", "NO_SUCH_KEY_VAR"]) == 2
     assert "NO_SUCH_KEY_VAR is not set" in capsys.readouterr().err
 
 

@@ -104,3 +104,16 @@ def test_public_eval_formats():
 
     alpaca = read_prompts(DATA / "alpacaeval805.json")  # a JSON list with `instruction`
     assert len(alpaca.requests) + alpaca.duplicates == 805
+
+
+def test_a_byte_order_mark_is_read(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + b'{"id": "a", "prompt": "hi"}\n')
+    assert [r.id for r in read_prompts(p).requests] == ["a"]
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(b'{"prompt": "hi"}\n{"prompt": "caf\xe9"}\n')
+    with pytest.raises(PromptFormatError, match=r"p.jsonl:2: not UTF-8 text \(byte 0xe9 at column 16\)"):
+        read_prompts(p)
