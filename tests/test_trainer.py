@@ -87,7 +87,7 @@ def test_policy_update_scores_samples_at_the_sampling_temperature(tiny_model, te
 
     monkeypatch.setattr(steps, "sequence_logprobs", spy)
     stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", rollout__temperature=0.7,
-                      train__max_steps=1, algorithm__ppo_epochs=2))
+                         train__max_steps=1, algorithm__ppo_epochs=2))
     assert seen and set(seen) == {0.7}
     seen.clear()
     stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "s", rollout__temperature=0.7, train__max_steps=1))
@@ -108,11 +108,11 @@ def test_warmup_output_starts_train(tiny_model, teacher_set, tmp_path):
 def test_micro_batching_does_not_change_the_update(tiny_model, teacher_set, tmp_path):
     """1 step with micro-batches of 2 == 1 step with the whole batch at once (up to float error)."""
     results = [stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / f"m{m}", train__micro_batch_size=m,
-                                 train__max_steps=1)) for m in (1, 4)]
+                                    train__max_steps=1)) for m in (1, 4)]
     a, b = (weights(r.checkpoint / "generator") for r in results)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     results = [stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / f"g{m}", train__micro_batch_size=m,
-                                 train__max_steps=1)) for m in (2, 16)]
+                                    train__max_steps=1)) for m in (2, 16)]
     a, b = (weights(r.checkpoint / "generator") for r in results)
     assert changed(weights(tiny_model), a)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

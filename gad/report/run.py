@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gad.errors import InputNotFound
 from gad.plots import figure
 from gad.report.render import Doc
 from gad.trainer.tracking import read_metrics
@@ -134,7 +135,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             continue
         subs = [s for s in sorted(p.iterdir()) if (s / "metrics.jsonl").exists()] if p.is_dir() else []
         if not subs and not (p / "demo.json").exists():
-            raise FileNotFoundError(f"{p}: no metrics.jsonl here or in its subfolders (not a gad run or demo folder)")
+            raise InputNotFound(f"{p}: no metrics.jsonl here or in its subfolders (not a gad run or demo folder)")
         runs += sorted(subs, key=lambda s: STAGE_ORDER.get(_stage(s), 9))
     return runs
 
