@@ -14,7 +14,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from gad import api
+from gad import stages
 from gad.config import load_config
 from gad.trainer.tracking import read_metrics
 
@@ -58,7 +58,7 @@ def main() -> None:
         f"train.mixed_precision={args.mixed_precision}", "train.save_every=1000", "train.tensorboard=false",
     ]
     if not (out / "warmup" / "checkpoints").exists():  # reused as is by a rerun
-        api.warmup(load_config(None, [*common, f"train.output_dir={out / 'warmup'}", f"train.max_steps={args.warmup_steps}",
+        stages.warmup(load_config(None, [*common, f"train.output_dir={out / 'warmup'}", f"train.max_steps={args.warmup_steps}",
                                       f"algorithm.disc_only_steps={max(1, args.warmup_steps - 1)}"], stage="warmup"))
     runs = {}
     for name, update in [("gad", True), ("frozen_d", False)]:
@@ -66,7 +66,7 @@ def main() -> None:
         cfg = load_config(None, [*common, f"train.output_dir={run}", f"train.init_from={out / 'warmup'}",
                                  f"train.max_steps={args.steps}", f"discriminator.update={str(update).lower()}"],
                           stage="train", check_files=False)
-        result = api.train(cfg, resume=(run / "checkpoints").exists())  # a finished run resumes to nothing
+        result = stages.train(cfg, resume=(run / "checkpoints").exists())  # a finished run resumes to nothing
         if result.interrupted:
             raise SystemExit(f"interrupted; run the same command again to continue from {result.checkpoint}")
         runs[name] = read_metrics(run)

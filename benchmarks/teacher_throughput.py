@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_client(url: str, prompts: Path, out: Path, concurrency: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), BENCH_KEY="sk-bench-not-a-real-key")
-    cmd = [sys.executable, "-m", "gad.commands.teacher", "--prompts", str(prompts), "--out", str(out),
+    cmd = [sys.executable, "-m", "gad.cli", "teacher", "--prompts", str(prompts), "--out", str(out),
            "--model", "bench", "--base-url", url, "--api-key-env", "BENCH_KEY",
            "--concurrency", str(concurrency), "--no-progress", "--max-tokens", "16"]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)

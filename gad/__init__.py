@@ -17,9 +17,9 @@ __all__ = ["Config", "load_config", "seqkd", "warmup", "train", "offpolicy"]
 def __getattr__(name: str) -> Any:
     # Lazy, so `import gad` (and `gad --help`) does not pay for torch.
     if name in ("seqkd", "warmup", "train", "offpolicy"):
-        from gad import api
+        from gad import stages
 
-        return getattr(api, name)
+        return getattr(stages, name)
     if name in ("Config", "load_config"):
         from gad import config
 

@@ -1,7 +1,9 @@
 """The ``gad`` command: a thin layer over the library.
 
-Each subcommand lives in its own module, imported only when it runs (so ``gad --help`` is instant
-and ``gad teacher`` never imports torch). A command module provides::
+Each subcommand lives in its own module under :mod:`gad.commands`. Building the parser imports every
+one of them (each adds its own arguments), so a command module imports only the standard library at
+its top and the library it drives inside ``run``: ``gad --help`` stays instant and ``gad teacher``
+never imports torch. A command module provides::
 
     HELP: str                                   # one line for `gad --help`
     def add_arguments(parser: argparse.ArgumentParser) -> None

@@ -15,7 +15,7 @@
 4. **gad**: GAD steps from the warmup checkpoint (G and D).
 5. **eval**: the untrained, SeqKD and GAD students answer the held-out prompts (greedy);
    distinguishability from the teacher, n-gram F1, ROUGE-L, lengths, and the style rate.
-6. **report**: ``report.html`` / ``report.md`` (:func:`gad.report.write_report`).
+6. **report**: ``report.html`` / ``report.md`` (:func:`gad.report.write_run_report`).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _final_checkpoint(run_dir: Path, steps: int) -> Path | None:
 def run_stage_once(name: str, cfg: Any) -> tuple[Path, bool]:
     """Runs (or resumes) a stage; a finished one is not loaded again. Returns its last checkpoint
     and whether anything ran."""
-    from gad.api import seqkd, train, warmup
+    from gad.stages import seqkd, train, warmup
 
     done = _final_checkpoint(Path(cfg.train.output_dir), cfg.train.max_steps)
     if done is not None:
@@ -212,7 +212,7 @@ def run_demo(out: str | Path | None = None, model: str = "", quick: bool = False
              base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY") -> Path:
     """Runs every phase (see the module docstring) and returns the report's path. Running it again
     continues where it stopped; a finished demo only rewrites its report."""
-    from gad.report import write_report
+    from gad.report import write_run_report
 
     plan = QUICK if quick else FULL
     out = Path(out or ("runs/demo-quick" if quick else "runs/demo"))
@@ -260,7 +260,7 @@ def run_demo(out: str | Path | None = None, model: str = "", quick: bool = False
     save_manifest()
 
     _phase(6, "report", "tables, curves, answers side by side")
-    return write_report([out], out)
+    return write_run_report([out], out)
 
 
 def ship_teacher_sets(dest: Path | None = None) -> None:

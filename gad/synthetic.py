@@ -9,7 +9,7 @@ reads the teacher set (JSONL text, as an API would have returned it), like any o
 
 The student is a tiny Llama with a word-level tokenizer over the synthetic vocabulary and a chat
 template. All methods start from the same "instruct" student (a brief SeqKD on a few teacher
-samples) and are trained only through :mod:`gad.api` (``seqkd``, ``warmup`` → ``train``,
+samples) and are trained only through :mod:`gad.stages` (``seqkd``, ``warmup`` → ``train``,
 ``offpolicy``), the code paths real LLMs use. On held-out prompts we measure:
 
 - **precision**: the teacher's log-likelihood of the student's samples (per token and per sequence;
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from gad.plots import figure
 
 SPECIAL = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -395,13 +397,13 @@ def _stage_overrides(cfg: SyntheticConfig, out: Path, teacher_file: Path, init_f
 
 
 def _run(stage: str, overrides: list[str], init_from: str | Path | None = None) -> Path:
-    """One stage through :mod:`gad.api`, exactly as ``gad STAGE`` would run it; returns the run folder."""
-    from gad import api
+    """One stage through :mod:`gad.stages`, exactly as ``gad STAGE`` would run it; returns the run folder."""
+    from gad import stages
     from gad.config import load_config
 
     extra = [f"train.init_from={init_from}"] if init_from else []
     cfg = load_config(None, overrides + extra, stage=stage)
-    return getattr(api, stage)(cfg).run_dir
+    return getattr(stages, stage)(cfg).run_dir
 
 
 def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -571,43 +573,35 @@ def _keep(row: dict[str, Any]) -> dict[str, float]:
 
 def plot_synthetic(results: dict[str, Any], path: Path) -> None:
     """Training curves: precision (held-out), reward, D's accuracy and response length per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colours = {"seqkd": "tab:blue", "gad": "tab:red", "offpolicy": "tab:purple"}
     labels = {"seqkd": "SeqKD", "gad": "GAD (warmup → train)", "offpolicy": "off-policy (frozen D)"}
     warm = results["config"]["warmup_steps"]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
-    ax = axes[0, 0]
-    for m in METHODS:
-        c = results["methods"][m]["curve"]
-        ax.plot([r["step"] for r in c], [r["precision_per_token"] for r in c], "o-", ms=3, color=colours[m], label=labels[m])
-    ax.axhline(results["teacher"]["precision_per_token"], color="black", ls=":", lw=1, label="teacher on its own samples")
-    ax.set_title("precision: teacher log-lik per token of student samples (held-out)", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
+    with figure(path, 2, 2, figsize=(10, 6.4), dpi=80) as (fig, axes):
+        ax = axes[0, 0]
+        for m in METHODS:
+            c = results["methods"][m]["curve"]
+            ax.plot([r["step"] for r in c], [r["precision_per_token"] for r in c], "o-", ms=3, color=colours[m], label=labels[m])
+        ax.axhline(results["teacher"]["precision_per_token"], color="black", ls=":", lw=1, label="teacher on its own samples")
+        ax.set_title("precision: teacher log-lik per token of student samples (held-out)", fontsize=9)
+        ax.legend(fontsize=7, frameon=False)
 
-    def smooth(xs: list[float], k: int = 5) -> list[float]:
-        return [sum(xs[max(0, i - k + 1) : i + 1]) / len(xs[max(0, i - k + 1) : i + 1]) for i in range(len(xs))]
+        def smooth(xs: list[float], k: int = 5) -> list[float]:
+            return [sum(xs[max(0, i - k + 1) : i + 1]) / len(xs[max(0, i - k + 1) : i + 1]) for i in range(len(xs))]
 
-    panels = [(axes[0, 1], "reward/mean", "reward = D's score of student samples, 5-step mean\n"
-                                "(GAD's D moves, so only the frozen D's level is comparable)", ("gad", "offpolicy")),
-              (axes[1, 0], "disc/accuracy", "D's accuracy (teacher scored above sample), 5-step mean", ("gad", "offpolicy")),
-              (axes[1, 1], "gen/response_length_mean", "student response length in training (tokens)", ("gad", "offpolicy"))]
-    for ax, key, title, methods in panels:
-        for m in methods:
-            rows = [r for r in results["methods"][m]["metrics"] if key in r]
-            ax.plot([r["step"] for r in rows], smooth([r[key] for r in rows]), color=colours[m], label=labels[m])
-        ax.set_title(title, fontsize=9)
-    c = results["methods"]["seqkd"]["curve"]
-    axes[1, 1].plot([r["step"] for r in c], [r["length_mean"] + 1 for r in c], "o-", ms=3, color=colours["seqkd"],
-                    label="SeqKD (held-out samples)")
-    axes[1, 1].axhline(results["teacher"]["length_mean"] + 1, color="black", ls=":", lw=1, label="teacher")
-    axes[1, 1].legend(fontsize=7, frameon=False)
-    for ax in axes.flat:
-        ax.axvline(warm, color="gray", lw=0.8, ls="--")
-        ax.set_xlabel("step (dashed: end of warmup)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        panels = [(axes[0, 1], "reward/mean", "reward = D's score of student samples, 5-step mean\n"
+                                    "(GAD's D moves, so only the frozen D's level is comparable)", ("gad", "offpolicy")),
+                  (axes[1, 0], "disc/accuracy", "D's accuracy (teacher scored above sample), 5-step mean", ("gad", "offpolicy")),
+                  (axes[1, 1], "gen/response_length_mean", "student response length in training (tokens)", ("gad", "offpolicy"))]
+        for ax, key, title, methods in panels:
+            for m in methods:
+                rows = [r for r in results["methods"][m]["metrics"] if key in r]
+                ax.plot([r["step"] for r in rows], smooth([r[key] for r in rows]), color=colours[m], label=labels[m])
+            ax.set_title(title, fontsize=9)
+        c = results["methods"]["seqkd"]["curve"]
+        axes[1, 1].plot([r["step"] for r in c], [r["length_mean"] + 1 for r in c], "o-", ms=3, color=colours["seqkd"],
+                        label="SeqKD (held-out samples)")
+        axes[1, 1].axhline(results["teacher"]["length_mean"] + 1, color="black", ls=":", lw=1, label="teacher")
+        axes[1, 1].legend(fontsize=7, frameon=False)
+        for ax in axes.flat:
+            ax.axvline(warm, color="gray", lw=0.8, ls="--")
+            ax.set_xlabel("step (dashed: end of warmup)", fontsize=8)

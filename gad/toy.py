@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from gad.losses import bradley_terry_loss, clipped_policy_loss, group_advantages, sft_loss
+from gad.plots import figure
 
 
 @dataclass
@@ -73,7 +74,7 @@ class ToyConfig:
     seqkd_batch_size: int = 64
     """Teacher samples per SeqKD step."""
     groups: int = 16
-    """G: "prompts" per GAD step, each with one teacher sample and N student samples."""
+    """Groups ("prompts") per GAD step, each with one teacher sample and N student samples."""
     group_size: int = 8
     """N: student samples per group; the advantage is normalised within each group (GRPO)."""
     discriminator: str = "table"
@@ -184,7 +185,7 @@ class GaussianStudent(torch.nn.Module):
         return torch.log_softmax(discretised_gaussian_logits(self.mean, self.std(), self.num_classes), dim=0)
 
 
-class Discriminator(torch.nn.Module):
+class ToyDiscriminator(torch.nn.Module):
     """Scores every class: ``forward() -> (K,)``; a sample's score is ``scores[class]``."""
 
     def __init__(self, cfg: ToyConfig) -> None:
@@ -233,28 +234,28 @@ def train_seqkd(
 def train_gad(
     cfg: ToyConfig, teacher_set: torch.Tensor, gen: torch.Generator
 ) -> tuple[GaussianStudent, torch.Tensor, list[dict]]:
-    """GAD: rollout → score → advantages → update D (Bradley-Terry) → update G (policy gradient).
+    """GAD: rollout → score and update D (Bradley-Terry) → advantages → update G (policy gradient).
 
     Returns the student, the discriminator's final per-class scores ``(K,)`` and per-step metrics.
     """
     student = _new_student(cfg)
-    disc = Discriminator(cfg)
+    disc = ToyDiscriminator(cfg)
     opt_g = torch.optim.Adam(student.parameters(), lr=cfg.student_lr)
     opt_cls = torch.optim.SGD if cfg.disc_optimizer == "sgd" else torch.optim.Adam
     opt_d = opt_cls(disc.parameters(), lr=cfg.disc_lr)
-    G, N = cfg.groups, cfg.group_size
+    n_groups, N = cfg.groups, cfg.group_size
     history = []
     for step in range(cfg.steps):
-        # 1. rollout: N student samples for each of the G "prompts", and one teacher sample each.
+        # 1. rollout: N student samples for each of the n_groups "prompts", and one teacher sample each.
         with torch.no_grad():
             probs = student.log_probs().exp()
-        y_s = torch.multinomial(probs.expand(G, -1), N, replacement=True, generator=gen)  # (G, N)
-        y_t = teacher_set[torch.randint(len(teacher_set), (G,), generator=gen)]  # (G,)
+        y_s = torch.multinomial(probs.expand(n_groups, -1), N, replacement=True, generator=gen)  # (n_groups, N)
+        y_t = teacher_set[torch.randint(len(teacher_set), (n_groups,), generator=gen)]  # (n_groups,)
 
-        # 2. score + 4. update D: one discriminator "forward" gives both the rewards (detached) and the
+        # 2. score and update D: one discriminator "forward" gives both the rewards (detached) and the
         #    Bradley-Terry loss. The rewards are taken before D's step, as in the LLM trainer.
         scores = disc()  # D(k) for every class, (K,)
-        rewards = scores[y_s].detach()  # (G, N)
+        rewards = scores[y_s].detach()  # (n_groups, N)
         for i in range(cfg.disc_steps):
             scores = scores if i == 0 else disc()
             d_loss, d_metrics = bradley_terry_loss(scores[y_t], scores[y_s])
@@ -263,13 +264,13 @@ def train_gad(
             opt_d.step()
 
         # 3. advantages: GRPO's group normalisation over the N samples of each prompt.
-        adv = group_advantages(rewards, scale_by_std=cfg.scale_adv_by_std)  # (G, N)
+        adv = group_advantages(rewards, scale_by_std=cfg.scale_adv_by_std)  # (n_groups, N)
 
-        # 5. update G: one token per sequence and one step per rollout, so the clipped loss with
+        # 4. update G: one token per sequence and one step per rollout, so the clipped loss with
         #    old = current (detached) is REINFORCE: -mean(A · log π(y)).
-        logprobs = student.log_probs()[y_s].reshape(G * N, 1)  # (B, T=1)
+        logprobs = student.log_probs()[y_s].reshape(n_groups * N, 1)  # (B, T=1)
         pg_loss, pg_metrics = clipped_policy_loss(
-            logprobs, logprobs.detach(), adv.reshape(G * N), torch.ones_like(logprobs)
+            logprobs, logprobs.detach(), adv.reshape(n_groups * N), torch.ones_like(logprobs)
         )
         opt_g.zero_grad()
         pg_loss.backward()
@@ -430,11 +431,6 @@ def run_toy(cfg: ToyConfig) -> dict[str, Any]:
 
 def plot_toy(results: dict[str, Any], path: Path) -> None:
     """The paper's Fig. 5 layout: teacher, SeqKD and GAD pmfs side by side, teacher outlined on each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     p_t = results["teacher"]["probs"]
     k = list(range(len(p_t)))
     panels = [("Teacher (mixture)", p_t, "tab:gray", None)]
@@ -443,48 +439,37 @@ def plot_toy(results: dict[str, Any], path: Path) -> None:
         sub = f"fwd KL {m['forward_kl']:.2f} · rev KL {m['reverse_kl']:.2f} · std {m['std']:.2f}"
         panels.append((label, m["probs"], colour, sub))
     ymax = 1.1 * max(max(p) for _, p, _, _ in panels)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2), sharey=True)
-    for ax, (title, p, colour, sub) in zip(axes, panels):
-        ax.bar(k, p, color=colour, alpha=0.75, width=0.85)
-        if sub is not None:
-            ax.step(k, p_t, where="mid", color="black", lw=1.0, label="teacher")
-            ax.legend(loc="upper right", fontsize=8, frameon=False)
-        ax.set_title(title if sub is None else f"{title}\n{sub}", fontsize=9)
-        ax.set_xlabel("class")
-        ax.set_ylim(0, ymax)
-    axes[0].set_ylabel("probability")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, 1, 3, figsize=(11, 3.2), sharey=True, dpi=110) as (fig, axes):
+        for ax, (title, p, colour, sub) in zip(axes, panels):
+            ax.bar(k, p, color=colour, alpha=0.75, width=0.85)
+            if sub is not None:
+                ax.step(k, p_t, where="mid", color="black", lw=1.0, label="teacher")
+                ax.legend(loc="upper right", fontsize=8, frameon=False)
+            ax.set_title(title if sub is None else f"{title}\n{sub}", fontsize=9)
+            ax.set_xlabel("class")
+            ax.set_ylim(0, ymax)
+        axes[0].set_ylabel("probability")
 
 
 def plot_init_sweep(results: dict[str, Any], path: Path) -> None:
     """Where GAD ends from each initial mean, next to where exact reverse-KL descent ends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sweep = results["init_sweep"]
     x = [r["init_mean"] for r in sweep]
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for m in results["config"]["mode_means"]:
-        ax.axhline(m, color="gray", lw=0.8, ls=":")
-    ax.errorbar(
-        x,
-        [r["mean"] for r in sweep],
-        yerr=[r["std"] for r in sweep],
-        fmt="o",
-        color="tab:red",
-        capsize=2,
-        label="GAD: final mean ± std",
-    )
-    flow = [r["reverse_kl_descent"] for r in sweep]
-    ax.plot(x, [f["mean"] for f in flow], "k_", ms=12, label="exact reverse-KL descent: final mean")
-    ax.set_xlabel(f"initial mean of the student (init std {results['config']['init_std']:.1f})")
-    ax.set_ylabel("final student mean")
-    ax.set_title("GAD from different starts (dotted: teacher modes)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, figsize=(5.5, 3.4), dpi=110) as (fig, ax):
+        for m in results["config"]["mode_means"]:
+            ax.axhline(m, color="gray", lw=0.8, ls=":")
+        ax.errorbar(
+            x,
+            [r["mean"] for r in sweep],
+            yerr=[r["std"] for r in sweep],
+            fmt="o",
+            color="tab:red",
+            capsize=2,
+            label="GAD: final mean ± std",
+        )
+        flow = [r["reverse_kl_descent"] for r in sweep]
+        ax.plot(x, [f["mean"] for f in flow], "k_", ms=12, label="exact reverse-KL descent: final mean")
+        ax.set_xlabel(f"initial mean of the student (init std {results['config']['init_std']:.1f})")
+        ax.set_ylabel("final student mean")
+        ax.set_title("GAD from different starts (dotted: teacher modes)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", frameon=False)

@@ -118,7 +118,7 @@ def test_a_bug_is_a_traceback_without_secrets(capsys, monkeypatch, tmp_path):
     def broken(*_args, **_kwargs):
         raise RuntimeError(f"unexpected state while holding {secret}")
 
-    monkeypatch.setattr("gad.report.write_report", broken)
+    monkeypatch.setattr("gad.report.write_run_report", broken)
     rc, err = run_main(capsys, "report", str(tmp_path))
     assert rc == 1 and "Traceback" in err and "RuntimeError: unexpected state while holding ***" in err
     assert secret not in err and report.HELP  # the command module was the one that ran

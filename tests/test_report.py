@@ -2,7 +2,7 @@
 
 import json
 
-from gad.report import balance_warnings, write_report
+from gad.report import balance_warnings, write_run_report
 
 
 def rows(n, **series):
@@ -38,7 +38,7 @@ def test_report_files(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(
         8, disc__accuracy=lambda i: 1.0, reward__mean=lambda i: 0.5, time__rollout=lambda i: 1.0)))
     (run / "config.yaml").write_text("stage: train\n")
-    page = write_report([run], tmp_path / "out")
+    page = write_run_report([run], tmp_path / "out")
     text = page.read_text()
     assert "D accuracy stuck above" in text and "run-curves.png" in text
     assert (tmp_path / "out" / "run-curves.png").stat().st_size > 1000
@@ -59,7 +59,7 @@ def metrics(acc, f1, rl, length):
 
 
 def test_comparison_and_verdict_by_hand():
-    from gad.report import closer, comparison, style_rate
+    from gad.report.comparison import closer, comparison, style_rate
 
     assert style_rate([" in short: yes", "No.", "In short: no"], "In short:") == 2 / 3
     results = {"untrained": metrics(0.95, 0.20, 0.10, 80.0), "gad": metrics(0.70, 0.30, 0.15, 30.0)}

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gad import api
+from gad import stages
 from gad.config import load_config
 from gad.models import Discriminator
 from gad.trainer.loop import NonFiniteError, RunExistsError
@@ -50,7 +50,7 @@ def test_each_stage_trains_logs_and_checkpoints(stage, tiny_model, teacher_set, 
 
     out = tmp_path / stage
     cfg = cfg_for(stage, tiny_model, teacher_set, out, train__tensorboard=True, algorithm__disc_pretrain_steps=1)
-    result = getattr(api, stage)(cfg)
+    result = getattr(stages, stage)(cfg)
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, result.step + 1))
     assert changed(weights(tiny_model), weights(result.checkpoint / "generator"))
@@ -86,17 +86,17 @@ def test_policy_update_scores_samples_at_the_sampling_temperature(tiny_model, te
         return real(model, seqs, with_entropy, temperature)
 
     monkeypatch.setattr(steps, "sequence_logprobs", spy)
-    api.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", rollout__temperature=0.7,
-                      train__max_steps=1, algorithm__ppo_epochs=2))
+    stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", rollout__temperature=0.7,
+                         train__max_steps=1, algorithm__ppo_epochs=2))
     assert seen and set(seen) == {0.7}
     seen.clear()
-    api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "s", rollout__temperature=0.7, train__max_steps=1))
+    stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "s", rollout__temperature=0.7, train__max_steps=1))
     assert seen and set(seen) == {1.0}
 
 
 def test_warmup_output_starts_train(tiny_model, teacher_set, tmp_path):
-    w = api.warmup(cfg_for("warmup", tiny_model, teacher_set, tmp_path / "w"))
-    t = api.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", train__init_from=tmp_path / "w"))
+    w = stages.warmup(cfg_for("warmup", tiny_model, teacher_set, tmp_path / "w"))
+    t = stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", train__init_from=tmp_path / "w"))
     assert t.step == 2
     state = torch.load(t.checkpoint / "state.pt", weights_only=True)
     assert state["initial_generator"] == str(w.checkpoint / "generator")  # KL reference = warmup's output
@@ -107,21 +107,21 @@ def test_warmup_output_starts_train(tiny_model, teacher_set, tmp_path):
 
 def test_micro_batching_does_not_change_the_update(tiny_model, teacher_set, tmp_path):
     """1 step with micro-batches of 2 == 1 step with the whole batch at once (up to float error)."""
-    results = [api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / f"m{m}", train__micro_batch_size=m,
-                                 train__max_steps=1)) for m in (1, 4)]
+    results = [stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / f"m{m}", train__micro_batch_size=m,
+                                    train__max_steps=1)) for m in (1, 4)]
     a, b = (weights(r.checkpoint / "generator") for r in results)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    results = [api.train(cfg_for("train", tiny_model, teacher_set, tmp_path / f"g{m}", train__micro_batch_size=m,
-                                 train__max_steps=1)) for m in (2, 16)]
+    results = [stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / f"g{m}", train__micro_batch_size=m,
+                                    train__max_steps=1)) for m in (2, 16)]
     a, b = (weights(r.checkpoint / "generator") for r in results)
     assert changed(weights(tiny_model), a)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 def test_refuses_to_overwrite_a_run(tiny_model, teacher_set, tmp_path):
-    api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "r", train__max_steps=1))
+    stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "r", train__max_steps=1))
     with pytest.raises(RunExistsError, match="--resume"):
-        api.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "r", train__max_steps=1))
+        stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "r", train__max_steps=1))
 
 
 def test_nan_updates_are_skipped_then_the_run_stops(tiny_model, teacher_set, tmp_path):
@@ -133,7 +133,7 @@ def test_nan_updates_are_skipped_then_the_run_stops(tiny_model, teacher_set, tmp
     cfg = cfg_for("warmup", tiny_model, teacher_set, tmp_path / "n", discriminator__init=tmp_path / "nan.safetensors",
                   train__max_steps=10, train__save_every=1, train__max_bad_steps=2, algorithm__disc_only_steps=10)
     with pytest.raises(NonFiniteError, match="3 consecutive steps.*Last good checkpoint: .*step-000002"):
-        api.warmup(cfg)
+        stages.warmup(cfg)
     rows = read_metrics(tmp_path / "n")
     assert [r["disc/skipped_update"] for r in rows] == [1.0, 1.0, 1.0]
     ckpts = sorted(p.name for p in (tmp_path / "n" / "checkpoints").iterdir())

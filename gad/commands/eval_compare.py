@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gad.commands.eval import format_tables
     from gad.errors import InputNotFound
-    from gad.eval.report import read_results, write_report, write_results
+    from gad.eval.report import write_eval_report
+    from gad.eval.results import read_results, write_results
 
     merged: dict = {}
     for run_dir in args.runs:
@@ -30,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_tables(merged))
     if args.out:
         write_results(merged, args.out)
-        print(f"report: {write_report(merged, args.out)}")
+        print(f"report: {write_eval_report(merged, args.out)}")
     return 0

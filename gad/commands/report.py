@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gad.report import write_report
+    from gad.report import write_run_report
 
-    page = write_report(args.runs, args.out)
+    page = write_run_report(args.runs, args.out)
     print(f"gad report: wrote {page} and {page.with_suffix('.md')}", file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("data.skip_bad_rows=true")
     cfg = load_config(files[0] if files else None, overrides, stage=args.command)
 
-    from gad import api
+    from gad import stages
 
-    result = getattr(api, args.command)(cfg, resume=args.resume)
+    result = getattr(stages, args.command)(cfg, resume=args.resume)
     return 130 if result.interrupted else 0

@@ -113,9 +113,3 @@ def _build_backend(args: argparse.Namespace, settings):
     return OpenAIBackend(settings, api_key=key, base_url=args.base_url, concurrency=args.concurrency,
                          timeout_s=args.timeout, rpm=args.rpm, tpm=args.tpm,
                          retry=RetryPolicy(max_retries=args.max_retries, backoff_base_s=args.backoff_base))
-
-
-if __name__ == "__main__":  # `python -m gad.commands.teacher ...`, handy while other commands are stubs
-    parser = argparse.ArgumentParser(prog="gad teacher", description=HELP)
-    add_arguments(parser)
-    sys.exit(run(parser.parse_args()))

@@ -6,8 +6,11 @@ Modules (each cheap to import; numpy, scikit-learn and matplotlib are imported w
 - :mod:`gad.eval.metrics` — n-gram F1, ROUGE-L, lengths, bootstrap/Wilson intervals, judge aggregation.
 - :mod:`gad.eval.distinguish` — the classifier two-sample test (TF-IDF + logistic regression).
 - :mod:`gad.eval.generations` — the ``generations.jsonl`` cache format of a model's responses.
-- :mod:`gad.eval.evaluate` — a set + its cached generations → metrics; what is left to generate.
-- :mod:`gad.eval.report` — :func:`evaluate_responses`, ``results.json``, ``report.md``, plots.
+- :mod:`gad.eval.evaluate` — answers → metrics (:func:`evaluate_responses`), over a set and its cached
+  generations; what is left to generate.
+- :mod:`gad.eval.results` — ``{model: {set: metrics}}`` and ``results.json``.
+- :mod:`gad.eval.report` — the results rendered: ``report.md`` and its plots.
+- :mod:`gad.eval.names` — folder- and file-safe names for what ``gad eval`` writes.
 - :mod:`gad.eval.humaneval` — the blind pairwise comparison page and the scoring of its exports.
 - :mod:`gad.eval.generate` — the student's answers, batched, through :class:`gad.rollout.HFRollout`.
 - :mod:`gad.eval.judge` — the LLM judge (reference answer, pairwise scores in both orders) over

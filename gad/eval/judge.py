@@ -39,6 +39,7 @@ from typing import Any
 
 from gad.errors import UserError
 from gad.eval.metrics import combine_orders
+from gad.eval.names import slug
 from gad.eval.sets import EvalItem, Message
 
 # The pairwise prompt of Vicuna's GPT-4 review ("general" category), used by MiniLLM (Gu et al. 2023,
@@ -168,10 +169,6 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 class Judge:
     """The judge over a resumable store folder: :meth:`references`, then :meth:`score`.
 
@@ -188,7 +185,7 @@ class Judge:
         from gad.teacher import api_key_from_env
 
         self.config = config
-        self.dir = Path(out_dir) / "judge" / _slug(config.model)
+        self.dir = Path(out_dir) / "judge" / slug(config.model)
         self.progress = progress
         self.refused: dict[str, str] = {}
         """Request id -> why the judge's server refused it (from the stores' rejected sidecars)."""

@@ -1,8 +1,8 @@
 """Text metrics for evaluation: small pure functions over strings and lists of numbers.
 
 Every function takes plain Python values (no models, no I/O) so that ``gad eval`` can call it on
-``(prompt, student response, reference response)`` lists, and each is unit-tested against
-hand-computed values in ``tests/eval/test_metrics.py``.
+``(prompt, student response, reference response)`` lists; they are unit-tested against
+hand-computed values in ``tests/eval/test_eval_metrics.py``.
 
 Tokenization: the overlap metrics use :func:`default_tokenize` (lower-cased ``\\w+`` runs, as
 ``rouge_score`` does for ASCII); lengths default to whitespace words. Both accept any
@@ -67,10 +67,14 @@ def ngram_f1(candidate: Sequence, reference: Sequence, n: int) -> float:
     return _f1(overlap, sum(c.values()), sum(r.values()))
 
 
+NGRAM_NS = tuple(range(1, 7))
+"""The n of the n-gram overlap F1: 1…6, as in the paper's Fig. 4."""
+
+
 def ngram_f1_by_n(
     candidates: Sequence[str],
     references: Sequence[str],
-    ns: Iterable[int] = range(1, 7),
+    ns: Iterable[int] = NGRAM_NS,
     tokenize: Tokenize = default_tokenize,
 ) -> dict[int, float]:
     """Mean over items of :func:`ngram_f1` for each n (default 1…6, as in the paper's Fig. 4)."""

@@ -9,7 +9,7 @@
    scores (:mod:`gad.eval.judge`, stores under ``OUT/judge/<judge model>/``);
 4. every metric per (model, set) (:func:`gad.eval.evaluate.evaluate_generations`), lengths in the
    student tokenizer's tokens;
-5. ``OUT/results.json``, ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
+5. ``OUT/results.json`` (:mod:`gad.eval.results`), ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
 
 References: a set's own (a teacher set's ``teacher_response``, Dolly's response, ...); for a set
 without any (Vicuna 80, MT-Bench) the judge's reference answers stand in, so n-gram F1, ROUGE-L and
@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from gad.errors import UserError
+from gad.eval.evaluate import evaluate_generations, pending_items
 from gad.eval.generations import Generation, append_generations, generations_path, read_generations
 from gad.eval.judge import Judge, JudgeConfig, Verdict
-from gad.eval.report import Results, write_report, write_results
+from gad.eval.names import slug
+from gad.eval.report import write_eval_report
+from gad.eval.results import Results, write_results
 from gad.eval.sets import EvalSet, load_eval_set, resolve_eval_set
 
 
@@ -107,7 +110,7 @@ def model_name(spec: str | None) -> str:
     picked = parts[-2:] if parts[-1].startswith("step-") and len(parts) > 1 else parts[-1:]
     name = "-".join(picked)
     name = name[: -len(".gguf")] if name.endswith(".gguf") else name
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return slug(name)
 
 
 def load_sets(specs: list[str], limit: int | None = None) -> list[EvalSet]:
@@ -134,11 +137,14 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
     cached = read_generations(folder) if generations_path(folder).is_file() else {}
     pending, conflicts = [], []
     for s in sets:
+        todo = list(s) if cfg.regenerate else pending_items(s, cached)
+        pending += [(s, it) for it in todo]
+        todo_ids = {it.id for it in todo}
         for it in s:
             g = cached.get((s.name, it.id))
-            if g is None or g.messages != it.messages or cfg.regenerate:
-                pending.append((s, it))
-            elif g.sampling != cfg.sampling or (g.model is not None and g.model != (spec or DEFAULT_MODEL)):
+            if it.id in todo_ids or g is None:
+                continue
+            if g.sampling != cfg.sampling or (g.model is not None and g.model != (spec or DEFAULT_MODEL)):
                 conflicts.append((s, it, g))
     if conflicts:
         s, it, g = conflicts[0]
@@ -185,8 +191,6 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
 
 def run_eval(cfg: EvalConfig) -> Results:
     """Everything ``gad eval`` does (see the module docstring); returns ``{model: {set: metrics}}``."""
-    from gad.eval.evaluate import evaluate_generations
-
     sets = load_sets(cfg.data, cfg.limit)
     gens: dict[str, dict] = {}
     tokenizers: dict[str, Any] = {}
@@ -235,5 +239,5 @@ def run_eval(cfg: EvalConfig) -> Results:
                 ]
             results[name][s.name] = m
     write_results(results, cfg.out)
-    write_report(results, cfg.out, plots=cfg.plots)
+    write_eval_report(results, cfg.out, plots=cfg.plots)
     return results

@@ -59,29 +59,32 @@ class MetricAverager:
 
 
 def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discriminator: bool = True) -> Metrics:
-    """rollout → score with D → group advantages → update D → update G.
+    """rollout → score with D and update D from the same pass → group advantages → update G.
+
+    Algorithm 1's order with D's update moved next to the scoring: the teacher response and the N
+    samples of each prompt go through D in one forward pass whose detached scores are the rewards
+    (D before its update, as the algorithm reads) and whose graph gives D's Bradley-Terry loss,
+    which saves a second scoring pass. The advantages use only those detached rewards, so updating
+    D before computing them changes nothing.
 
     ``update_discriminator=False`` keeps D fixed: the off-policy baseline, and the frozen-D ablation.
-
-    The teacher response and the N samples of each prompt go through D in one forward pass:
-    the detached scores are the rewards (D before its update, as the algorithm reads), and the
-    same graph gives D's Bradley-Terry loss, which saves a second scoring pass.
     """
     cfg = roles.cfg
     n = cfg.rollout.n
 
     # 1. Rollout: N samples per prompt from the current policy.
     with timer.phase("rollout"):
-        samples = roles.rollout.generate(batch.prompts, n)  # G*N token lists, grouped by prompt
+        samples = roles.rollout.generate(batch.prompts, n)  # n_groups*N token lists, grouped by prompt
     timer.count("rollout", sum(len(s) for s in samples))
 
-    # 2-4. Score teacher + samples with D; rewards = D(y_i); update D with Bradley-Terry.
+    # 2. Score teacher + samples with D (rewards = the samples' scores before D's update), and update
+    #    D with Bradley-Terry from the same forward pass.
     rewards, d_metrics = discriminator_phase(roles, batch, samples, timer, update=update_discriminator)
 
     # 3. Group advantages (GRPO): (r - mean) / std within each prompt's N samples.
-    advantages = losses.group_advantages(rewards, scale_by_std=cfg.algorithm.scale_adv_by_std)  # (G, N)
+    advantages = losses.group_advantages(rewards, scale_by_std=cfg.algorithm.scale_adv_by_std)  # (n_groups, N)
 
-    # 5. Policy update: PPO-clip surrogate + KL to the initial policy.
+    # 4. Policy update: PPO-clip surrogate + KL to the initial policy.
     seqs = pack([p for p in batch.prompts for _ in range(n)], samples, roles.pad_id, roles.eos_id)
     g_metrics = policy_phase(roles, seqs, advantages.flatten(), timer)
 
@@ -147,20 +150,20 @@ def _micro_slices(total: int, size: int) -> list[slice]:
 def discriminator_phase(
     roles: Roles, batch: PromptBatch, samples: list[list[int]], timer: PhaseTimer, update: bool
 ) -> tuple[torch.Tensor, Metrics]:
-    """Score ``[teacher, sample_1..N]`` per prompt; return the samples' scores ``(G, N)`` as rewards.
+    """Score ``[teacher, sample_1..N]`` per prompt; return the samples' scores ``(n_groups, N)`` as rewards.
 
     With ``update``, the Bradley-Terry (or BCE) loss is back-propagated through the same forward
     and D takes one optimizer step. Micro-batches hold whole groups so each pair stays together.
     """
     cfg, D = roles.cfg, roles.discriminator
-    n, G = cfg.rollout.n, len(batch.examples)
+    n, n_groups = cfg.rollout.n, len(batch.examples)
     loss_fn = losses.DISCRIMINATOR_LOSSES[cfg.discriminator.loss]
     groups_per_micro = max(1, cfg.train.micro_batch_size // (n + 1))
-    rewards = torch.zeros(G, n)
+    rewards = torch.zeros(n_groups, n)
     avg = MetricAverager()
     D.train(update)
     truncated = 0
-    for sl in _micro_slices(G, groups_per_micro):
+    for sl in _micro_slices(n_groups, groups_per_micro):
         exs = batch.examples[sl]
         prompts, responses = [], []
         for g, ex in zip(range(sl.start, sl.stop), exs):
@@ -177,7 +180,7 @@ def discriminator_phase(
         avg.add(m, weight=len(exs))
         if update:
             with timer.phase("disc_update"):
-                roles.accelerator.backward(loss * len(exs) / G)
+                roles.accelerator.backward(loss * len(exs) / n_groups)
     metrics = avg.result()
     metrics["disc/truncated_samples"] = float(truncated)
     if update:
@@ -189,7 +192,7 @@ def discriminator_phase(
 def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: PhaseTimer) -> Metrics:
     """PPO-clip on the samples with their group advantages, plus ``kl_coef`` × k3 KL to the reference."""
     cfg = roles.cfg
-    G_model, n = roles.generator, cfg.rollout.n
+    generator, n = roles.generator, cfg.rollout.n
     B = len(seqs)
     micro = cfg.train.micro_batch_size
     mini = cfg.mini_batch_size * n  # sequences per optimizer step
@@ -210,10 +213,10 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                     ref_lp.append(sequence_logprobs(roles.reference, mb, temperature=temp)[0])
             if not one_update:
                 with timer.phase("old_logprobs"):
-                    old_lp.append(sequence_logprobs(G_model, mb, temperature=temp)[0])
+                    old_lp.append(sequence_logprobs(generator, mb, temperature=temp)[0])
 
     avg = MetricAverager()
-    G_model.train()
+    generator.train()
     for _ in range(cfg.algorithm.ppo_epochs):
         for mini_sl in _micro_slices(B, mini):
             mini_tokens = float(seqs.response_mask[mini_sl].sum())
@@ -221,7 +224,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                 i = sl.start // micro
                 mb = seqs.rows(sl).to(roles.device)
                 with timer.phase("policy_update"), roles.autocast():
-                    lp, ent = sequence_logprobs(G_model, mb, with_entropy=True, temperature=temp)
+                    lp, ent = sequence_logprobs(generator, mb, with_entropy=True, temperature=temp)
                     old = old_lp[i] if old_lp else lp.detach()
                     mask = mb.response_mask
                     loss, m = losses.clipped_policy_loss(

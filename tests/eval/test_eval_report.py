@@ -8,8 +8,10 @@ import random
 import pytest
 
 from gad.eval.distinguish import two_sample_test
+from gad.eval.evaluate import evaluate_responses
 from gad.eval.generations import Generation, append_generations, read_generations
-from gad.eval.report import evaluate_responses, read_results, write_report, write_results
+from gad.eval.report import write_eval_report
+from gad.eval.results import read_results, write_results
 from gad.eval.sets import EvalDataError
 
 TOPICS = ["weather", "football", "cooking", "physics", "music", "travel", "history", "gardening"]
@@ -81,7 +83,7 @@ def test_evaluate_responses_and_report(tmp_path):
     back = read_results(path)
     assert back["student"]["toy"] == json.loads(json.dumps(results["student"]["toy"]))
     assert back["student"]["all-failed"]["judge"]["score"] is None  # NaN is written as null
-    report = write_report(results, tmp_path)
+    report = write_eval_report(results, tmp_path)
     text = report.read_text()
     assert "## Comparison" in text and "## toy (12 prompts)" in text and "## no-refs (3 prompts)" in text
     assert "| student | 40.0 [40.0, 40.0] (1 failed) |" in text

@@ -33,7 +33,7 @@ def teacher_argv(api: FakeChatAPI, prompts: Path, out: Path, *extra: str) -> lis
 
 
 def subprocess_cmd(argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "gad.commands.teacher", *argv]
+    return [sys.executable, "-m", "gad.cli", "teacher", *argv]
 
 
 def env() -> dict[str, str]:
