@@ -183,3 +183,11 @@ def test_eval_bad_option_values_are_one_line(capsys, teacher_set, tmp_path, opti
     rc, err = run_main(capsys, "eval", "--data", str(teacher_set), "--out", str(tmp_path / "e"), *option)
     assert rc == 2 and message in one_line_error(err, "eval")
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("text", ['{"not": "results"}', "{oops", "\xe9"])
+def test_eval_compare_on_a_file_that_is_not_results_is_one_line(capsys, tmp_path, text):
+    path = tmp_path / "results.json"
+    path.write_bytes(text.encode("latin-1"))
+    rc, err = run_main(capsys, "eval-compare", str(path))
+    assert rc == 2 and str(path) in one_line_error(err, "eval-compare")

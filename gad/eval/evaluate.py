@@ -20,7 +20,7 @@ from typing import Any
 from gad.eval import metrics as M
 from gad.eval.distinguish import two_sample_test
 from gad.eval.generations import Generation
-from gad.eval.sets import EvalItem, EvalSet
+from gad.eval.sets import EvalDataError, EvalItem, EvalSet
 
 Generations = dict[tuple[str, str], Generation]
 
@@ -131,7 +131,7 @@ def evaluate_generations(
             problems.append(f"{len(missing)} without a generation (first: {', '.join(missing[:5])})")
         if stale:
             problems.append(f"{len(stale)} generated for a different prompt (first: {', '.join(stale[:5])})")
-        raise ValueError(f"set {eval_set.name} ({eval_set.path}): items " + "; ".join(problems))
+        raise EvalDataError(f"set {eval_set.name} ({eval_set.path}): items " + "; ".join(problems))
     gens = [generations[(eval_set.name, it.id)] for it in eval_set]
     return evaluate_responses(
         [it.prompt for it in eval_set],

@@ -32,6 +32,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gad.errors import UserError
+from gad.textfile import read_text
+
 RESULTS_FORMAT = "gad-eval-results"
 
 Results = dict[str, dict[str, dict[str, Any]]]  # model -> set -> metrics
@@ -58,9 +61,16 @@ def _nan_to_none(x: Any) -> Any:
     return x
 
 
+class ResultsError(UserError, ValueError):
+    """A file given as ``results.json`` that is not one."""
+
+
 def read_results(path: str | os.PathLike) -> Results:
     """The ``models`` mapping of a ``results.json`` written by :func:`write_results`."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-        raise ValueError(f'{path}: not a gad eval results file (expected "format": "{RESULTS_FORMAT}")')
+    try:
+        data = json.loads(read_text(path, ResultsError))
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT or not isinstance(data.get("models"), dict):
+        raise ResultsError(f'{path}: not a gad eval results file (expected "format": "{RESULTS_FORMAT}")')
     return data["models"]
