@@ -5,9 +5,10 @@ one of them (each adds its own arguments), so a command module imports only the 
 its top and the library it drives inside ``run``: ``gad --help`` stays instant and ``gad teacher``
 never imports torch. A command module provides::
 
-    HELP: str                                   # one line for `gad --help`
+    HELP: str | dict[str, str]                  # one line for `gad --help` (per name, if shared)
+    ON_INTERRUPT: str                           # optional: how to continue after Ctrl-C
     def add_arguments(parser: argparse.ArgumentParser) -> None
-    def run(args: argparse.Namespace) -> int    # exit code
+    def run(args: argparse.Namespace) -> int    # exit code; raises on errors, :func:`main` reports them
 """
 
 from __future__ import annotations
