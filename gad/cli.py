@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         message = user_error_message(exc)
         if message is None:
-            from gad.teacher.redact import scrub
+            from gad.secrets import scrub
 
             _say(scrub(traceback.format_exc()))
             return 1
@@ -88,7 +88,7 @@ def user_error_message(exc: BaseException) -> str | None:
     """One line for an error caused by the user's input, secrets scrubbed; None for anything else
     (a bug, shown with its traceback)."""
     from gad.errors import UserError
-    from gad.teacher.redact import scrub
+    from gad.secrets import scrub
 
     if isinstance(exc, UserError):
         return scrub(str(exc))
