@@ -74,12 +74,16 @@ def test_prompts_are_disjoint():
 
 
 @pytest.mark.parametrize(
-    "bad",
-    [{"group_size": 1}, {"stop_prob": 1.0}, {"min_length": 20}, {"disc_only_steps": 200},
-     {"mode_weights": (0.5, -0.5)}, {"teacher_set_size": 10_000}],
+    ("bad", "message"),
+    [({"group_size": 1}, "group_size must be at least 2"),
+     ({"stop_prob": 1.0}, r"stop_prob must be in \(0, 1\), got 1.0"),
+     ({"min_length": 20}, "need 0 <= min_length < max_length, got 20, 16"),
+     ({"disc_only_steps": 200}, "disc_only_steps must be below warmup_steps"),
+     ({"mode_weights": (0.5, -0.5)}, r"mode_weights must be positive, got \(0.5, -0.5\)"),
+     ({"teacher_set_size": 10_000}, "10128 distinct prompts asked for, only 960 exist")],
 )
-def test_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
+def test_config_rejects_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
         SyntheticConfig(**bad)
 
 

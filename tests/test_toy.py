@@ -69,15 +69,15 @@ def test_registered_in_cli():
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        {"mode_means": (5.0, 14.0), "mode_stds": (1.0,)},
-        {"mode_means": (25.0,), "mode_stds": (1.0,), "mode_weights": (1.0,)},
-        {"group_size": 1},
-        {"discriminator": "transformer"},
-        {"init_std": 0.1},
+        ({"mode_means": (5.0, 14.0), "mode_stds": (1.0,)}, r"must have the same non-zero length \(got 2, 1, 2\)"),
+        ({"mode_means": (25.0,), "mode_stds": (1.0,), "mode_weights": (1.0,)}, r"must lie in \[0, num_classes - 1 = 19\]"),
+        ({"group_size": 1}, "group_size must be at least 2"),
+        ({"discriminator": "transformer"}, "discriminator must be 'mlp' or 'table', got 'transformer'"),
+        ({"init_std": 0.1}, r"init_std \(0.1\) must exceed min_std \(0.5\)"),
     ],
 )
-def test_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
+def test_config_rejects_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
         ToyConfig(**bad)

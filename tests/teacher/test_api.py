@@ -150,7 +150,7 @@ def test_changed_settings_refuse_to_resume(fake_api, tmp_path):
     out = tmp_path / "t.jsonl"
     collect(requests(2), backend(api), out)
     other = OpenAIBackend(GenerationSettings(model="another-teacher"), api_key=API_KEY, base_url=api.url)
-    with pytest.raises(SettingsChanged):
+    with pytest.raises(SettingsChanged, match="t.jsonl was collected with other generation settings"):
         collect(requests(3), other, out)
     s = collect(requests(3), other, out, allow_settings_change=True)
     assert s.done == 1
