@@ -54,13 +54,17 @@ class HFRollout:
             **decoding, num_return_sequences=n, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
         )
-        was_training = self.model.training
+        # transformers (5.x) fills every field left unset in `gen_cfg` (a repetition penalty, min_p...)
+        # from the model's own generation_config: a blank one stands in for it while sampling.
+        was_training, own_defaults = self.model.training, self.model.generation_config
         self.model.eval()
+        self.model.generation_config = GenerationConfig()
         try:
             with self.autocast():
                 out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen_cfg)
                 # (len(prompts) * n, width + new), grouped by prompt
         finally:
+            self.model.generation_config = own_defaults
             self.model.train(was_training)
         return [cut_at_eos(row, self.eos_id) for row in out[:, width:].tolist()]
 
