@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.no_skip import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401 (hooks)
+
 WORDS = (
     "the a an is are was be to of and in on for with what how why who when where which can do does "
     "you i we it this that cat dog sun moon water fire tree river city book music red blue green "
