@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import itertools
@@ -87,12 +86,6 @@ def test_config_rejects_bad_values(bad, message):
         SyntheticConfig(**bad)
 
 
-def test_registered_in_cli():
-    from gad.cli import COMMANDS
-
-    assert COMMANDS["synthetic"] == "gad.commands.synthetic"
-
-
 # --- the claims at reduced size, through the trainer -------------------------------------------
 
 REDUCED = ["--init-steps", "60", "--warmup-steps", "40", "--gad-steps", "60", "--eval-every", "20"]
@@ -100,15 +93,13 @@ REDUCED = ["--init-steps", "60", "--warmup-steps", "40", "--gad-steps", "60", "-
 
 @pytest.fixture(scope="module")
 def reduced_run(tmp_path_factory):
-    """One `gad synthetic` run at reduced size (~60-90 s on two shared cores), through the command."""
-    from gad.commands import synthetic
+    """One `gad synthetic` run at reduced size (~60-90 s on two shared cores), as a user types it."""
+    from gad.cli import main
 
-    parser = argparse.ArgumentParser()
-    synthetic.add_arguments(parser)
     out = tmp_path_factory.mktemp("synthetic")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert synthetic.run(parser.parse_args(["--out", str(out), "--seed", "0", *REDUCED])) == 0
+        assert main(["synthetic", "--out", str(out), "--seed", "0", *REDUCED]) == 0
     return out, json.loads((out / "synthetic.json").read_text()), buf.getvalue()
 
 
