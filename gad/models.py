@@ -200,3 +200,53 @@ class Discriminator(nn.Module):
         disc = cls(AutoModel.from_config(config, dtype=dtype))
         disc.load_state_dict(load_file(str(path)))
         return disc
+
+
+def make_tiny_llama(
+    out: Path,
+    words: list[str],
+    *,
+    roles: tuple[str, ...] = ("system", "user", "assistant"),
+    eos_after_message: bool = True,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_kv_heads: int = 2,
+    max_positions: int = 256,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised tiny Llama and a word-level tokenizer over ``words`` to ``out``
+    (an HF folder, loaded like any checkpoint): the synthetic benchmark's student and the tests' model.
+
+    The vocabulary is ``<pad> <eos> <unk>``, one special token ``<|role|>`` per role, then ``words``;
+    the chat template writes each message as ``<|role|> content`` (then ``<eos>`` when
+    ``eos_after_message``) and the generation prompt as ``<|assistant|>``. The weights depend only on
+    ``seed`` and the sizes; the caller's random state is left as it was.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    special = ["<pad>", "<eos>", "<unk>", *(f"<|{role}|>" for role in roles)]
+    vocab = {t: i for i, t in enumerate(special + list(words))}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+                                  additional_special_tokens=special[3:])
+    end = " <eos> " if eos_after_message else " "
+    tok.chat_template = (
+        f"{{% for m in messages %}}<|{{{{ m['role'] }}}}|> {{{{ m['content'] }}}}{end}{{% endfor %}}"
+        "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        config = LlamaConfig(
+            vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+            num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=num_kv_heads,
+            max_position_embeddings=max_positions, bos_token_id=None, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+        )
+        model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

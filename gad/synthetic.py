@@ -36,13 +36,9 @@ from typing import Any
 
 import torch
 
+from gad.models import make_tiny_llama
 from gad.plots import figure
 
-SPECIAL = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
-)
 OFF_ALPHABET_LOGPROB = math.log(1e-6)
 """Teacher log-prob charged for a student token outside the teacher's alphabet (a task or noise
 word, a special token): the teacher never emits one, so its exact probability is 0; we charge a
@@ -258,32 +254,13 @@ def write_teacher_set(path: Path, prompts: list[Prompt], responses: list[list[in
 
 
 def make_student(out: Path, cfg: SyntheticConfig) -> Path:
-    """A randomly initialised tiny Llama + word-level tokenizer with a chat template (an HF folder)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
+    """A randomly initialised tiny Llama + word-level tokenizer over the synthetic vocabulary with a
+    chat template (an HF folder)."""
     words = ([f"w{i}" for i in range(cfg.vocab_size)] + [f"t{i}" for i in range(cfg.num_tasks)]
              + [f"n{i}" for i in range(cfg.noise_words)])
-    vocab = {t: i for i, t in enumerate(SPECIAL + words)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-                                  additional_special_tokens=SPECIAL[3:])
-    tok.chat_template = CHAT_TEMPLATE
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        config = LlamaConfig(
-            vocab_size=len(vocab), hidden_size=cfg.hidden_size, intermediate_size=2 * cfg.hidden_size,
-            num_hidden_layers=cfg.num_layers, num_attention_heads=4, num_key_value_heads=4,
-            max_position_embeddings=64, bos_token_id=None, eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
-        )
-        model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+    return make_tiny_llama(out, words, roles=("user", "assistant"), eos_after_message=False,
+                           hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_kv_heads=4,
+                           max_positions=64, seed=cfg.seed)
 
 
 # ---------------------------------------------------------------------------------------------

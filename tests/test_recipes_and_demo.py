@@ -20,7 +20,12 @@ STAGE = {"seqkd": "seqkd", "warmup": "warmup", "gad": "train"}
 def test_recipe_is_a_valid_config(path):
     cfg = load_config(path, stage=STAGE[path.stem], check_files=False)
     assert cfg.rollout.temperature == 0.8 and cfg.generator.lr == 1e-6  # the paper's values
-    assert "#" in path.read_text()  # every recipe explains where its values come from
+    # every recipe says how to run it, and marks the paper's values as the paper's
+    lines = path.read_text().splitlines()
+    header = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    assert any(f"Run: gad {STAGE[path.stem]} recipes/{path.parent.name}/{path.name}" in line for line in header)
+    paper_values = [line for line in lines if line.strip().startswith(("lr:", "temperature:"))]
+    assert paper_values and all("# paper" in line for line in paper_values)
 
 
 def test_shipped_teacher_sets_are_valid_and_split():

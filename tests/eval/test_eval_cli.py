@@ -50,7 +50,10 @@ def test_gad_eval_end_to_end(tiny_model, sets, tmp_path, capsys, monkeypatch):
         assert set(t["ngram_f1"]) == {str(n) for n in range(1, 7)} and t["distinguishability"] is not None
         assert t["judge"]["n_scored"] == 6 and t["judge"]["n_failed"] == 0
         assert v["judge"]["n_failed"] == 1 and v["judge"]["failures"][0]["id"] == "3"
-        assert 0 <= t["n_truncated"] <= 6
+        rows = [json.loads(line) for line in (out / "tiny" / "generations.jsonl").read_text().splitlines()]
+        teach_truncated = [r["truncated"] for r in rows if r["set"] == "teach"]
+        assert len(teach_truncated) == 6 and all(isinstance(x, bool) for x in teach_truncated)
+        assert t["n_truncated"] == sum(teach_truncated)
         assert "teach (6 prompts; reference: set)" in printed and "| tiny |" in printed
         assert "Judge failures" in (out / "report.md").read_text()
         assert printed.strip().splitlines()[-1].startswith("results: ")

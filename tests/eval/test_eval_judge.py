@@ -111,7 +111,7 @@ def test_failed_requests_are_failures_and_a_bad_key_stops_without_leaking(tmp_pa
     with FakeChatAPI(api_key="the-right-key-000000") as api:  # 401 echoing the key sent
         judge = Judge(JudgeConfig(model="j", base_url=api.url, api_key_env="JUDGE_KEY"), tmp_path / "b",
                       progress=False)
-        with pytest.raises(JudgeError) as e:
+        with pytest.raises(JudgeError, match="401") as e:
             judge.references([("s", it) for it in items])
     assert "401" in str(e.value) and KEY not in str(e.value)
 

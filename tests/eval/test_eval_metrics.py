@@ -25,7 +25,7 @@ def test_default_tokenize_lowercases_and_drops_punctuation():
 def test_ngrams_counts():
     assert M.ngrams(["a", "b", "a", "b"], 2) == {("a", "b"): 2, ("b", "a"): 1}
     assert M.ngrams(["a"], 2) == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         M.ngrams(["a"], 0)
 
 
@@ -56,7 +56,7 @@ def test_ngram_f1_by_n_averages_over_items():
     # item 1 identical → 1.0 for n=1,2; item 2: "x y" vs "y z": unigram overlap 1 → P=R=1/2 → 0.5; bigram 0
     out = M.ngram_f1_by_n(["A b", "x y"], ["a b", "y z"], ns=(1, 2))
     assert out == {1: pytest.approx(0.75), 2: pytest.approx(0.5)}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 candidates but 0 references"):
         M.ngram_f1_by_n(["a"], [], ns=(1,))
 
 
@@ -114,7 +114,7 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     # a constant sample has a zero-width interval; a custom statistic is used as given
     assert M.bootstrap_ci([3.0, 3.0, 3.0]).low == M.bootstrap_ci([3.0, 3.0, 3.0]).high == 3.0
     assert M.bootstrap_ci(values, statistic=lambda x: float(max(x)), n_resamples=50).value == 10.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no values to bootstrap"):
         M.bootstrap_ci([])
 
 

@@ -116,7 +116,7 @@ def test_generations_cache_roundtrip(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"set": "s", "id": 1, "response": "r"}\n')
     with pytest.raises(EvalDataError, match=r"bad.jsonl:1: field 'messages'"):
         read_generations(tmp_path / "bad.jsonl")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"no generations at .*none/generations.jsonl"):
         read_generations(tmp_path / "none")
 
 

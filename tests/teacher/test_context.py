@@ -39,6 +39,6 @@ def test_resume_with_another_hidden_context_is_refused(fake_api, tmp_path):
     first = HiddenContextBackend(OpenAIBackend(settings, api_key=API_KEY, base_url=api.url), HIDDEN)
     collect(requests, first, tmp_path / "t.jsonl", progress=False)
     other = HiddenContextBackend(OpenAIBackend(settings, api_key=API_KEY, base_url=api.url), HIDDEN[:1])
-    with pytest.raises(SettingsChanged):
+    with pytest.raises(SettingsChanged, match="t.jsonl was collected with other generation settings"):
         collect(requests + [ChatRequest("q1", [{"role": "user", "content": "more"}])], other, tmp_path / "t.jsonl",
                 progress=False)

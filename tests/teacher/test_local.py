@@ -1,4 +1,4 @@
-"""The local-model backend on a tiny random Llama and a tokenizer made in the test (no downloads)."""
+"""The local-model backend on the session's tiny random Llama (tests/conftest.py; no downloads)."""
 
 from __future__ import annotations
 
@@ -6,34 +6,16 @@ import json
 
 import pytest
 import torch
-import transformers
 
-from gad.teacher import ChatRequest, GenerationSettings, LocalBackend, collect  # noqa: E402
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s>{% endfor %}"
-    "{% if add_generation_prompt %}<assistant>{% endif %}"
-)
+from gad.teacher import ChatRequest, GenerationSettings, LocalBackend, collect
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+def tiny_model(tiny_model):
+    """The session's tiny model folder (tests/conftest.py), loaded: ``(model, tokenizer)``."""
+    from gad.models import load_causal_lm
 
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    corpus = ["hello how are you", "tell me a story about a cat", "what is two plus two", "the cat sat"]
-    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(
-        special_tokens=["<unk>", "<pad>", "</s>", "<user>", "<assistant>", "<system>"]))
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
-    return transformers.LlamaForCausalLM(config), tokenizer
+    return load_causal_lm(str(tiny_model))
 
 
 def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
@@ -51,8 +33,9 @@ def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
         assert set(r) == {"id", "messages", "teacher_response", "meta"}
         meta = r["meta"]
         assert meta["backend"] == "local" and meta["model"] == "tiny-llama"
-        assert meta["finish_reason"] in ("stop", "length")
-        assert 0 < meta["usage"]["completion_tokens"] <= 6 or meta["finish_reason"] == "stop"
+        assert meta["finish_reason"] in ("stop", "length") and 0 < meta["usage"]["completion_tokens"] <= 6
+        if meta["finish_reason"] == "length":  # the budget was spent
+            assert meta["usage"]["completion_tokens"] == 6
     assert summary.done == 5 and summary.tokens_out > 0
     # a rerun finds everything answered and generates nothing
     again = collect(reqs, backend, out, progress=False)
