@@ -213,7 +213,7 @@ def test_cli_refuses_bad_config_and_bad_data_before_training(tiny_model, teacher
     bad.write_text(teacher_set.read_text() + '{"id": "z", "messages": [{"role": "user", "content": "q"}]}\n')
     p = gad_cli("warmup", *overrides(tiny_model, bad, tmp_path / "y"))
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 1 and f"{bad}:17: field 'teacher_response': missing" in err
+    assert p.returncode == 2 and f"{bad}:17: field 'teacher_response': missing" in err
     assert not (tmp_path / "y" / "checkpoints").exists()
     p = gad_cli("seqkd", *overrides(tiny_model, bad, tmp_path / "z"), "--skip-bad-rows")
     _, err = p.communicate(timeout=120)

@@ -187,7 +187,7 @@ def test_json_list_errors_and_missing_file(tmp_path):
     p.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "", "output": "b"}]))
     with pytest.raises(EvalDataError, match=r"x.json:item 2: field 'instruction': empty"):
         load_eval_set(p)
-    with pytest.raises(FileNotFoundError, match=r"evaluation set not found: .*missing.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"missing.jsonl: evaluation set not found"):
         load_eval_set(tmp_path / "missing.jsonl")
     with pytest.raises(EvalDataError, match="unknown format"):
         load_eval_set(p, format="csv")
