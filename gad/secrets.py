@@ -14,19 +14,22 @@ from collections import Counter
 
 _SECRETS: set[str] = set()
 
-# Prefixes of providers' keys and tokens, followed by a run of key characters with a digit in it
-# (so that ``sk-learn-experiments`` is not a key): OpenAI / Anthropic ``sk-``, Hugging Face ``hf_``,
-# GitHub ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``/``github_pat_``, AWS ``AKIA``, Google ``AIza``,
-# Slack ``xox?-``.
-_KEY_SHAPES = re.compile(
-    r"(?<![A-Za-z0-9])(?:sk-|hf_|gh[pousr]_|github_pat_|AKIA|AIza|xox[abprs]-)"
-    r"(?=[A-Za-z0-9_\-]*[0-9])[A-Za-z0-9_\-]{16,}"
-)
-# A long run of key characters with digits, lower- and upper-case letters, and the spread of a random
-# string (bits per character): a key of a provider not listed above. A path or hub id is judged part
-# by part (``/`` and ``.`` end a run); hex hashes (one case) and long names do not qualify.
-_TOKEN = re.compile(r"[A-Za-z0-9_\-]{32,}")
+# Prefixes of providers' keys and tokens: OpenAI / Anthropic ``sk-`` (``sk-proj-``, ``sk-ant-api03-``),
+# Hugging Face ``hf_``, GitHub ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``/``github_pat_``, Google
+# ``AIza``. What follows is random: 20 or more key characters, mixed case with digits (so that
+# ``sk-learn-baseline-2024`` or ``hf_train_set_v2`` is not a key). AWS access key ids have a fixed shape.
+_KEY_PREFIX = re.compile(r"(?<![A-Za-z0-9])(?:sk-|hf_|gh[pousr]_|github_pat_|AIza)([A-Za-z0-9_\-]{20,})")
+_AWS_KEY_ID = re.compile(r"(?<![A-Za-z0-9])AKIA[0-9A-Z]{16}(?![A-Za-z0-9])")
+# Any other key: an unbroken run of 32 or more letters and digits, mixed case with digits, with the
+# spread of a random string (bits per character). ``-``, ``_``, ``/`` and ``.`` break a run, so a hub
+# id, a path or a descriptive run name is judged piece by piece and never qualifies; a hex hash is
+# one case.
+_TOKEN = re.compile(r"[A-Za-z0-9]{32,}")
 _MIN_BITS_PER_CHAR = 4.0
+
+
+def _mixed(text: str) -> bool:
+    return any(c.isdigit() for c in text) and any(c.islower() for c in text) and any(c.isupper() for c in text)
 
 
 def register_secret(value: str | None) -> None:
@@ -51,13 +54,15 @@ def scrub(text: str) -> str:
 
 def looks_like_secret(value: str) -> bool:
     """Whether ``value`` holds a registered secret or something shaped like an API key or token."""
-    if any(secret in value for secret in _SECRETS) or _KEY_SHAPES.search(value):
+    if any(secret in value for secret in _SECRETS) or _AWS_KEY_ID.search(value):
+        return True
+    if any(_mixed(m.group(1)) for m in _KEY_PREFIX.finditer(value)):
         return True
     return any(_random_looking(m.group()) for m in _TOKEN.finditer(value))
 
 
 def _random_looking(word: str) -> bool:
-    if not (any(c.isdigit() for c in word) and any(c.islower() for c in word) and any(c.isupper() for c in word)):
+    if not _mixed(word):
         return False
     counts = Counter(word)
     bits = -sum(n / len(word) * math.log2(n / len(word)) for n in counts.values())

@@ -63,3 +63,14 @@ def fake_api():
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _secrets_forgotten_after_each_test():
+    """Secrets a test registers (gad.secrets is process-wide) do not leak into the next test."""
+    from gad import secrets
+
+    before = set(secrets._SECRETS)
+    yield
+    secrets._SECRETS.clear()
+    secrets._SECRETS.update(before)

@@ -72,6 +72,8 @@ KEY = "sk-proj-" + "Zq4xT9mB2vL7nR1cW8yK3pH6" + "dF0sJ5gA"  # the shape of an Op
     KEY,
     "hf_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",  # a Hugging Face token's shape
     "Xk9" + "Lq2Vz7Rb4Nw8Tc1Md6Hf3Jp5Gs0Ye2Ua",  # a long random token with no known prefix
+    "sk-ant-api03-" + "Zq4xT9mB2vL7nR1cW8yK3pH6dF0sJ5gA-Zq4xT9mB2vL7_nR1cW8yK3pH6",  # an Anthropic key's shape
+    "AKIA" + "Z7Q4X9TB2VL7NR1C",  # an AWS access key id
 ])
 def test_resolved_config_redacts_secret_values_and_nothing_else(teacher_set, planted):
     # A key pasted into the wrong field (here the model) must not reach config.yaml; every other
@@ -99,6 +101,13 @@ def test_values_registered_as_secrets_are_redacted(teacher_set):
     "runs/gad/checkpoints/step-000400/generator",
     "0123456789abcdef0123456789abcdef01234567",  # a commit hash: lower-case hex, not a key
     "my_very_long_local_model_folder_name_v2",
+    "nvidia/Llama-3_1-Nemotron-Ultra-253B-v1",
+    "runs/Qwen2-7B-Instruct_GAD_lr1e-6_bs256_seed0",
+    "runs/gad/Llama3_8B_to_Qwen2_5_1_5B_seqkd_Run2",
+    "data/LMSYS_Chat_1M_teacher_GPT5_chat_responses_v2",
+    "data/hf_train_set_2024_v1.jsonl",
+    "runs/sk-learn-baseline-2024-05-01",
+    "runs/ghp_experiment_number_2_of_the_week",
 ])
 def test_ordinary_values_are_not_mistaken_for_secrets(teacher_set, value):
     cfg = load_config(None, [f"data.train_file={teacher_set}", f"generator.model={value}"],
