@@ -331,7 +331,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override '{item}': expected section.key=value")
         key, _, text = item.partition("=")
         key = key.strip()
-        value = yaml.safe_load(text) if text.strip() else ""
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({problem}); quote it, "
+                              f"e.g. {key}='\"{text}\"'") from None
         if key == "stage":
             nested["stage"] = value
             continue

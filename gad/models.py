@@ -101,7 +101,7 @@ def resolve_model(name: str) -> str:
         raise ModelLoadError(f"{name}: not a model folder (no config.json); give an HF model folder, a .gguf file or a hub id")
     if not folder.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise ModelLoadError(f"{name}: no such model folder")
-    return name
+    return str(folder) if folder.exists() else name  # a folder (``~`` expanded: YAML does not), else a hub id
 
 
 class ModelLoadError(UserError):

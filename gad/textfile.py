@@ -18,9 +18,9 @@ BOM = b"\xef\xbb\xbf"
 
 def read_text(path: str | Path, error: type[Exception]) -> str:
     """The whole file as text (a leading byte-order mark dropped)."""
-    data = _read_bytes(Path(path), error)
+    data = _read_bytes(Path(path), error).removeprefix(BOM)
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         raise error(_not_utf8(path, data.count(b"\n", 0, e.start) + 1, data, e.start, line_start)) from None

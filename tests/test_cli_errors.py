@@ -191,3 +191,33 @@ def test_eval_compare_on_a_file_that_is_not_results_is_one_line(capsys, tmp_path
     path.write_bytes(text.encode("latin-1"))
     rc, err = run_main(capsys, "eval-compare", str(path))
     assert rc == 2 and str(path) in one_line_error(err, "eval-compare")
+
+
+@pytest.mark.parametrize("value", ["rollout.n=[", "generator.model=@x"])
+def test_an_override_value_that_is_not_yaml_is_one_line(capsys, teacher_set, tmp_path, value):
+    rc, err = run_main(capsys, "train", f"data.train_file={teacher_set}", value)
+    assert rc == 2 and f"override '{value}': the value is not valid YAML" in one_line_error(err, "train")
+
+
+def test_humaneval_errors_are_one_line(capsys, tmp_path):
+    import json
+
+    from gad.eval.generations import Generation, append_generations
+    from gad.eval.humaneval import RESULTS_FORMAT
+
+    for name, set_name in (("a", "vicuna"), ("b", "dolly")):  # no (set, id) in common
+        append_generations(tmp_path / name, [Generation(set_name, "1", [{"role": "user", "content": "q"}], "r")])
+    rc, err = run_main(capsys, "humaneval", "--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"),
+                       "--out", str(tmp_path / "p.html"))
+    assert rc == 2 and "have no (set, id) in common" in one_line_error(err, "humaneval")
+    export = tmp_path / "results.json"
+    export.write_text(json.dumps({"format": RESULTS_FORMAT, "a": "x", "b": "y", "judgments": []}))
+    rc, err = run_main(capsys, "humaneval-score", str(export))
+    assert rc == 2 and "humaneval-score: error:" in one_line_error(err, "humaneval-score")
+
+
+def test_a_model_folder_under_home_is_found(tiny_model, monkeypatch):
+    from gad.models import resolve_model
+
+    monkeypatch.setenv("HOME", str(tiny_model.parent))
+    assert resolve_model("~/model") == str(tiny_model)

@@ -90,6 +90,8 @@ def test_a_byte_order_mark_is_read(tmp_path, name, body):
     ("a.jsonl", b'{"prompt": "x"}\n\n' + LATIN1 + b"\n", r"a.jsonl:3: not UTF-8 text \(byte 0xe9 at column 16\)"),
     ("b.json", b'[{"prompt": "x"},\n ' + LATIN1 + b"]", r"b.json:2: not UTF-8 text \(byte 0xe9 at column 17\)"),
     ("u.jsonl", '{"prompt": "x"}\n'.encode("utf-16"), r"u.jsonl:1: not UTF-8 text \(byte 0xff at column 1\).*UTF-16"),
+    ("d.json", BOM + b'[{"prompt": "caf\xe9"}]', r"d.json:1: not UTF-8 text \(byte 0xe9 at column 17\)"),
+    ("e.jsonl", BOM + LATIN1 + b"\n", r"e.jsonl:1: not UTF-8 text \(byte 0xe9 at column 16\)"),
 ])
 def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, name, body, match):
     (tmp_path / name).write_bytes(body)

@@ -39,6 +39,14 @@ RESULTS_FORMAT = "gad-humaneval-results"
 CHOICES = ("left", "right", "tie")
 
 
+
+class HumanEvalError(UserError, ValueError):
+    """Two generation folders that cannot be compared on one page."""
+
+
+class ExportError(HumanEvalError):
+    """Exports that cannot be read or scored together; the message names the file or judgment."""
+
 def side_of_a(seed: int, set_name: str, item_id: str) -> str:
     """``"left"`` or ``"right"``: where model A's response goes for this item.
 
@@ -62,7 +70,7 @@ def page_data(
 ) -> dict[str, Any]:
     """The JSON the page embeds: items present in both folders, in A's order, sides shuffled.
 
-    Raises ``ValueError`` when the two folders share no item, or an item's prompts differ.
+    Raises :class:`HumanEvalError` when the two folders share no item, or an item's prompts differ.
     """
     gens_a, gens_b = read_generations(dir_a), read_generations(dir_b)
     name_a = name_a or Path(dir_a).name or str(dir_a)
@@ -73,7 +81,7 @@ def page_data(
             continue
         gb = gens_b[key]
         if ga.messages != gb.messages:
-            raise ValueError(
+            raise HumanEvalError(
                 f"item {key}: the two folders asked different prompts; compare generations of one set"
             )
         a_left = side_of_a(seed, ga.set, ga.id) == "left"
@@ -89,7 +97,7 @@ def page_data(
         if limit is not None and len(items) >= limit:
             break
     if not items:
-        raise ValueError(
+        raise HumanEvalError(
             f"{dir_a} and {dir_b} have no (set, id) in common" + (f" in sets {list(sets)}" if sets else "")
         )
     digest = hashlib.sha256(json.dumps([name_a, name_b, seed, items], sort_keys=True).encode()).hexdigest()
@@ -203,21 +211,17 @@ def outcome(judgment: dict[str, Any]) -> str:
     """``"a"``, ``"b"`` or ``"tie"``: the winner of one exported judgment, with the sides undone."""
     choice, left = judgment.get("choice"), judgment.get("left")
     if choice not in CHOICES:
-        raise ValueError(
+        raise ExportError(
             f"judgment {judgment.get('set')}/{judgment.get('id')}: choice {choice!r} is not one of {CHOICES}"
         )
     if left not in ("a", "b"):
-        raise ValueError(
+        raise ExportError(
             f"judgment {judgment.get('set')}/{judgment.get('id')}: left {left!r} is not 'a' or 'b'"
         )
     if choice == "tie":
         return "tie"
     right = "b" if left == "a" else "a"
     return left if choice == "left" else right
-
-
-class ExportError(UserError, ValueError):
-    """A file that cannot be read as a humaneval page export; the message names the file."""
 
 
 def read_export(path: str | os.PathLike) -> dict[str, Any]:
@@ -244,10 +248,10 @@ def score_results(exports: Iterable[dict[str, Any]]) -> HumanEvalScore:
     """
     exports = list(exports)
     if not exports:
-        raise ValueError("no exports to score")
+        raise ExportError("no exports to score")
     names = {(e.get("a"), e.get("b")) for e in exports}
     if len(names) != 1:
-        raise ValueError(f"the exports compare different models: {sorted(map(str, names))}")
+        raise ExportError(f"the exports compare different models: {sorted(map(str, names))}")
     a, b = names.pop()
     counts = {"a": 0, "b": 0, "tie": 0}
     for e in exports:
@@ -255,7 +259,7 @@ def score_results(exports: Iterable[dict[str, Any]]) -> HumanEvalScore:
             counts[outcome(j)] += 1
     n = sum(counts.values())
     if n == 0:
-        raise ValueError("the exports hold no judgments")
+        raise ExportError("the exports hold no judgments")
     decisive = counts["a"] + counts["b"]
     return HumanEvalScore(
         a=str(a),
