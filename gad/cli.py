@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # name -> module. Order is the order shown by `gad --help`.
 COMMANDS: dict[str, str] = {
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Exit codes: 0 done; 1 a bug (a traceback, secrets scrubbed) or work left incomplete (the
     command says which); 2 bad input (one line naming it: a file and line, an option, a path);
-    130 interrupted (rerun the same command to continue).
+    130 interrupted by Ctrl-C or SIGTERM (rerun the same command to continue).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"gad {args.command}"
     try:
         module = importlib.import_module(args._module)
-        return int(module.run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(module.run(args) or 0)
     except KeyboardInterrupt:
         module = sys.modules.get(args._module)
         hint = getattr(module, "ON_INTERRUPT", "run the same command again to continue where it stopped")
@@ -95,6 +100,24 @@ def user_error_message(exc: BaseException) -> str | None:
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)) and exc.filename:
         return scrub(f"{exc.filename}: {exc.strerror}")  # a path the user gave that cannot be opened
     return None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, ``kill``, ``docker stop``) stops a command as Ctrl-C does: what is done is
+    kept and the exit code is 130. (The training stages install their own handler while they run.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _say(text: str) -> None:

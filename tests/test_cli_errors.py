@@ -221,3 +221,28 @@ def test_a_model_folder_under_home_is_found(tiny_model, monkeypatch):
 
     monkeypatch.setenv("HOME", str(tiny_model.parent))
     assert resolve_model("~/model") == str(tiny_model)
+
+
+def test_sigterm_stops_a_teacher_collection_like_ctrl_c(fake_api, tmp_path):
+    """SIGTERM keeps what was answered and exits 130, as Ctrl-C does; the rerun asks for the rest."""
+    from tests.teacher.harness import env, stored_ids, subprocess_cmd, teacher_argv, write_prompts
+
+    api = fake_api(latency=0.3)
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompts(prompts, 40)
+    argv = teacher_argv(api, prompts, out, "--concurrency", "2", "--no-progress")
+    p = subprocess.Popen(subprocess_cmd(argv), stderr=subprocess.PIPE, text=True, env=env())
+    deadline = time.time() + 60
+    while len(stored_ids(out)) < 2:
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "STOPPED: interrupted" in err
+    kept = stored_ids(out)
+    assert 2 <= len(kept) < 40
+    p = subprocess.run(subprocess_cmd(argv), capture_output=True, text=True, env=env())
+    assert p.returncode == 0, p.stderr
+    assert sorted(stored_ids(out)) == [f"p{i:05d}" for i in range(40)]
+    assert all(api.count(f"prompt {int(i[1:])}") == 1 for i in kept)  # nothing answered was asked again
