@@ -128,7 +128,7 @@ def test_second_ctrl_c_stops_at_once_without_a_traceback(tiny_model, teacher_set
     """The first Ctrl-C asks the step to finish and save; a second one, during that step, stops at once."""
     out = tmp_path / "c"
     argv = ["train", *overrides(tiny_model, teacher_set, out, train__max_steps=400, train__save_every=1000,
-                                train__batch_size=16, rollout__n=8, rollout__max_new_tokens=96)]
+                                train__batch_size=16, rollout__n=8, rollout__max_new_tokens=160)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-m", "gad.cli", *argv], stderr=subprocess.PIPE, text=True, env=env)
     assert p.stderr is not None
