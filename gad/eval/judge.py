@@ -24,7 +24,8 @@ row, so a rerun replays them for free. A prompt whose reference, or either order
 request failed after the client's retries, or which the judge's server refused (too long for its
 context, a content policy; logged in the store's ``.rejected.jsonl`` and not sent again) is a
 *failure*: reported with its reason, left out of the mean, never scored. Only what would hit every
-request (a bad key, an unknown model, the same refusal on several prompts in a row) stops the judge.
+request (a bad key, an unknown model, the same refusal on several items in a row; both orders and
+the re-asks of one item are one item, and a prompt too long by itself never counts) stops the judge.
 """
 
 from __future__ import annotations
@@ -207,9 +208,10 @@ class Judge:
         return self.dir / "scores.jsonl"
 
     # ------------------------------------------------------------------------------------------------
-    def _collect(self, kind: str, requests: list, path: Path) -> dict[str, str]:
+    def _collect(self, kind: str, requests: list, path: Path, item_of: dict[str, str] | None = None) -> dict[str, str]:
         """Sends what ``path`` does not hold yet; returns every stored reply of the store by id, and
-        notes in :attr:`refused` the requests the server refused."""
+        notes in :attr:`refused` the requests the server refused. ``item_of`` maps request ids to
+        their item, for the stop rule (one item's orders and re-asks are one prompt)."""
         from gad.teacher import (
             GenerationSettings,
             OpenAIBackend,
@@ -231,14 +233,18 @@ class Judge:
             store = ResponseStore(path, response_field="judgment")
             try:
                 summary = collect(requests, backend, store, progress=self.progress, desc=f"judge {kind}",
-                                  fingerprint_extra={"prompt": PROMPT_VERSION, "kind": kind})
+                                  fingerprint_extra={"prompt": PROMPT_VERSION, "kind": kind},
+                                  prompt_of=(lambda r: item_of[r.id]) if item_of else None)
             except SettingsChanged:
                 raise JudgeError(
                     f"{path} holds judgments made with other judge settings (model, temperature, max tokens "
                     "or prompt): rerun with the same --judge-* options, or use a new --out"
                 ) from None
             if summary.stopped and summary.stopped != "interrupted":
-                raise JudgeError(f"the judge stopped: {summary.stopped}")
+                raise JudgeError(
+                    f"the judge stopped: {summary.stopped}\nFix the judge's setup (--judge-max-tokens, "
+                    "--judge-model, the server at --judge-base-url) and rerun the same command: what was "
+                    "judged is kept and the requests it stopped on are sent again; or use a new --out")
             if summary.stopped == "interrupted":
                 raise KeyboardInterrupt
         replies: dict[str, str] = {}
@@ -296,7 +302,8 @@ class Judge:
                 break
             rid = {k: open_[k][0] + (f"/retry{attempt}" if attempt else "") for k in pending}
             requests = [ChatRequest(id=rid[k], messages=asked[k]) for k in pending]
-            replies = self._collect("scores", requests, self.scores_path)
+            item_of = {rid[k]: repr(k[0]) for k in pending}  # k[0]: (set name, item id)
+            replies = self._collect("scores", requests, self.scores_path, item_of)
             still = []
             for k in pending:
                 reply = replies.get(rid[k])

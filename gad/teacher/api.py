@@ -6,7 +6,8 @@ counted in the summary. :func:`classify_status` sorts an HTTP error into one of 
 - worth retrying (429, 408/409, 5xx; also timeouts, dropped connections, garbled bodies);
 - refused for reasons of this one request (a prompt over the context length, a content policy,
   another 400): it comes back ``rejected`` and the run goes on (the collector stops the run when
-  the same refusal hits several different prompts in a row: then it is the setup, not the prompts);
+  the same refusal hits several different prompts in a row: then it is the setup, not the prompts;
+  a prompt too long by itself, :func:`prompt_too_long`, never counts there);
 - what would hit every request (401, 403, 404, an unsupported parameter, an exhausted quota): the
   run stops at once instead of burning through the prompt list.
 """
@@ -34,15 +35,19 @@ _CONTEXT = re.compile(r"context length|context window|maximum context|too many t
 _POLICY = re.compile(r"content.{0,20}polic|usage polic|safety system|flagged", re.IGNORECASE)
 _UNSUPPORTED = re.compile(r"unsupported (parameter|value)|unrecognized (request )?argument|unknown parameter|"
                           r"extra inputs are not permitted", re.IGNORECASE)
-_REQUEST_PARAMS = {"messages", "prompt", "input", "input_tokens"}
-"""A ``param`` naming these is about the request's content, not a setting."""
+_REQUEST_PARAMS = ("messages", "prompt", "input")
+"""A ``param`` starting with these (``messages``, ``messages.[1].content``, ``input_tokens``) is about
+the request's content, not a setting."""
+# The numbers of a context-length refusal: the context, and the completion budget when said.
+_CONTEXT_SIZE = re.compile(r"maximum context length is (\d+)|must be <= (\d+)", re.IGNORECASE)
+_COMPLETION_SIZE = re.compile(r"(\d+) in the completion|is too large: (\d+)|(\d+) `max_new_tokens`", re.IGNORECASE)
 
 
 def classify_status(status: int, code: str | None, param: str | None, message: str) -> tuple[str, str]:
     """``(action, reason)`` for an HTTP error: action ``"retry"``, ``"reject"`` (this request only)
     or ``"fatal"`` (every request would fail); the reason names the status and the server's words."""
     said = " ".join(message.split())[:400]
-    code, param = (code or "").lower(), param or None
+    code, param = str(code or "").lower(), param or None  # vLLM sends the status as an int code
     if status == 429 and code == "insufficient_quota":
         return FATAL, f"quota exhausted (HTTP 429 insufficient_quota): {said}"
     if status == 429 or status in (408, 409) or status >= 500:
@@ -56,9 +61,25 @@ def classify_status(status: int, code: str | None, param: str | None, message: s
     if code in ("content_policy_violation", "invalid_prompt", "content_filter") or _POLICY.search(message):
         return REJECT, f"HTTP {status} content policy: {said}"
     if (code in ("unsupported_parameter", "unsupported_value", "unknown_parameter")
-            or (param is not None and param not in _REQUEST_PARAMS) or _UNSUPPORTED.search(message)):
+            or (param is not None and not param.startswith(_REQUEST_PARAMS)) or _UNSUPPORTED.search(message)):
         return FATAL, f"HTTP {status} unsupported parameter{f' {param!r}' if param else ''}: {said}"
     return REJECT, f"HTTP {status} bad request: {said}"
+
+
+def prompt_too_long(reason: str, max_tokens: int | None) -> bool:
+    """True for a context-length refusal (a ``reason`` from :func:`classify_status`) that the
+    prompt's own length explains: the completion budget alone (the one the server quotes, else
+    ``max_tokens``) is less than the context, so shorter prompts fit. False when that budget fills
+    the context (every prompt is refused: the setup), for other refusals, and when the numbers
+    cannot be read."""
+    if "context length exceeded" not in reason:
+        return False
+    context = _CONTEXT_SIZE.search(reason)
+    completion = _COMPLETION_SIZE.search(reason)
+    budget = int(next(g for g in completion.groups() if g)) if completion else max_tokens
+    if context is None or budget is None:
+        return False
+    return budget < int(next(g for g in context.groups() if g))
 
 
 @dataclass

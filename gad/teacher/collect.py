@@ -7,7 +7,10 @@ So a kill at any point loses only the requests in flight, and the next run asks 
 A request the server refuses for reasons of its own (too long, a content policy) is set aside in
 the store's rejected sidecar and the run goes on. Only when the same refusal hits
 :data:`REFUSAL_STREAK` different prompts in a row, with no answer in between, is it the setup and
-not the prompts (e.g. a max-tokens larger than the model's context): the run stops, quoting it.
+not the prompts (e.g. a max-tokens larger than the model's context): the run stops, quoting it, and
+those refusals stay pending (not set aside), so a rerun with the setup fixed sends them again. A
+prompt too long by itself (:func:`gad.teacher.api.prompt_too_long`) is that prompt's problem and
+never counts: a file sorted by length may hold many over-long prompts in a row.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gad.errors import UserError
+from gad.teacher.api import prompt_too_long
 from gad.teacher.backend import ChatRequest, ChatResponse, FatalBackendError, TeacherBackend
 from gad.teacher.redact import scrub
 from gad.teacher.store import ResponseStore, StoreError, sidecar
@@ -32,6 +36,7 @@ FLAGS = ("empty", "truncated", "refused")
 REFUSAL_STREAK = 3
 """The same refusal on this many different prompts in a row stops the run."""
 MAX_LISTED = 50
+"""Ids listed in the summary's ``rejections`` and ``failed_ids`` (the sidecars hold them all)."""
 
 
 class SettingsChanged(UserError, RuntimeError):
@@ -57,14 +62,15 @@ class Summary:
     """Responses written to the .dropped.jsonl sidecar instead: empty ones always, truncated and
     refused ones with ``drop_flagged`` (--drop-truncated). Done all the same: never asked again."""
     failed: int = 0
-    """Requests that failed after all retries; not written, asked again by the next run."""
+    """Requests that failed after all retries, or were refused while the run stopped for a setup
+    error; not written, asked again by the next run."""
     rejected: int = 0
     """Requests the server refused this run for reasons of their own (too long, a content policy):
     logged with the reason in the .rejected.jsonl sidecar, not asked again unless --retry-rejected."""
     rejected_before: int = 0
     """Prompts refused by an earlier run and not sent this time (part of ``skipped``)."""
     rejections: dict[str, str] = field(default_factory=dict)
-    """Id -> reason for this run's rejections (the first 50)."""
+    """Id -> reason for this run's rejections (the first :data:`MAX_LISTED`)."""
     not_sent: int = 0
     """Requests left unsent because the run stopped early."""
     retried: int = 0
@@ -114,7 +120,7 @@ class Summary:
             lines.append(f"{self.failed} failed (e.g. {', '.join(self.failed_ids[:5])}); rerun the same "
                          "command to retry just those")
         if self.stopped:
-            lines.append(f"STOPPED: {self.stopped}; fix the cause if any, then rerun the same command to resume")
+            lines.append(f"STOPPED: {self.stopped.rstrip('.')}; fix the cause if any, then rerun the same command to resume")
         return scrub("\n".join(lines))
 
 
@@ -126,23 +132,42 @@ def refusal_key(reason: str) -> str:
 
 class RefusalStreak:
     """The stop rule for refusals: the same refusal on ``limit`` different prompts in a row, with no
-    answer in between, is about the setup (a setting, the model), not about the prompts."""
+    answer in between, is about the setup (a setting, the model), not about the prompts.
 
-    def __init__(self, limit: int = REFUSAL_STREAK):
+    A context-length refusal that the prompt's own length explains (:func:`prompt_too_long`, given
+    the run's ``max_tokens``) never counts. The refusals of a streak are *held*: an answer or another
+    refusal shows them to be about their prompts and releases them (to be set aside); when the
+    streak trips they stay in :attr:`held`, for the caller to leave pending.
+    """
+
+    def __init__(self, limit: int = REFUSAL_STREAK, max_tokens: int | None = None):
         self.limit = limit
+        self.max_tokens = max_tokens
         self.key: str | None = None
-        self.ids: set[str] = set()
+        self.prompts: set[str] = set()
+        self.held: list[Any] = []
 
-    def answered(self) -> None:
-        self.key, self.ids = None, set()
+    @property
+    def tripped(self) -> bool:
+        return len(self.prompts) >= self.limit
 
-    def refused(self, rid: str, reason: str) -> bool:
-        """Count a refusal; True when the run should stop."""
+    def answered(self) -> list[Any]:
+        """An answer arrived: the streak ends; returns the refusals it held."""
+        released, self.key, self.prompts, self.held = self.held, None, set(), []
+        return released
+
+    def refused(self, prompt: str, reason: str, item: Any) -> list[Any]:
+        """Count ``item``, a refusal of ``prompt`` (what tells prompts apart: an id, an eval item).
+        Returns what to set aside now: ``item`` itself when its prompt is too long by itself, else
+        the refusals of a streak this one ends. Check :attr:`tripped` after."""
+        if prompt_too_long(reason, self.max_tokens):
+            return [item]
         key = refusal_key(reason)
-        if key != self.key:
-            self.key, self.ids = key, set()
-        self.ids.add(rid)
-        return len(self.ids) >= self.limit
+        released = self.answered() if key != self.key else []
+        self.key = key
+        self.prompts.add(prompt)
+        self.held.append(item)
+        return released
 
 
 def run_fingerprint(backend: TeacherBackend, extra: dict[str, Any] | None = None) -> str:
@@ -191,12 +216,15 @@ async def collect_async(
     allow_settings_change: bool = False,
     summary: Summary | None = None,
     desc: str = "teacher",
+    prompt_of: Callable[[ChatRequest], str] | None = None,
 ) -> Summary:
     """Answer every request whose id is not in ``store`` yet; see the module docstring.
 
     ``store`` must be open. ``summary`` may be passed in so a caller still holds the partial counts
     if the run is cancelled (Ctrl-C). Raises :class:`SettingsChanged` before sending anything when
     the store was filled with other generation settings. ``desc`` labels the progress bar.
+    ``prompt_of`` tells the stop rule which requests are the same prompt (default: the id; the
+    judge asks two orders and re-asks of one item, which are one prompt).
     """
     t0 = time.monotonic()
     fp = run_fingerprint(backend, fingerprint_extra)
@@ -224,33 +252,46 @@ async def collect_async(
 
         bar = tqdm(total=len(pending), unit="req", dynamic_ncols=True, smoothing=0.05, desc=desc)
     stop = asyncio.Event()
-    streak = RefusalStreak()
+    streak = RefusalStreak(max_tokens=backend.settings.max_tokens)
+    prompt_of = prompt_of or (lambda request: request.id)
+
+    def set_aside(request: ChatRequest, response: ChatResponse) -> None:
+        store.reject(build_rejected_row(request, response, backend, fp))
+        s.rejected += 1
+        if len(s.rejections) < MAX_LISTED:
+            s.rejections[request.id] = response.rejected or ""
+
+    def leave_pending(request: ChatRequest) -> None:
+        s.failed += 1
+        if len(s.failed_ids) < MAX_LISTED:
+            s.failed_ids.append(request.id)
 
     def record(request: ChatRequest, response: ChatResponse) -> None:
         if response.rejected is not None:
-            store.reject(build_rejected_row(request, response, backend, fp))
-            s.rejected += 1
-            if len(s.rejections) < MAX_LISTED:
-                s.rejections[request.id] = response.rejected
-            if streak.refused(request.id, response.rejected) and not stop.is_set():
+            if stop.is_set():  # the run is stopping, maybe for a setup error: not the prompt's fault
+                leave_pending(request)
+                return
+            for item in streak.refused(prompt_of(request), response.rejected, (request, response)):
+                set_aside(*item)
+            if streak.tripped:
                 s.stopped = scrub(
                     f"{streak.limit} different prompts in a row were refused with the same error, so it is "
-                    f"the setup, not the prompts (a setting such as --max-tokens, the model, the server): "
-                    f"{response.rejected}. Fix it, then rerun with --retry-rejected to send those again")
+                    f"the setup, not the prompts (a setting such as the max tokens, the model, the server); "
+                    f"those prompts were not set aside and a rerun sends them again. The error: "
+                    f"{response.rejected}")
                 stop.set()
             return
         if not response.ok:
-            s.failed += 1
-            if len(s.failed_ids) < 50:
-                s.failed_ids.append(request.id)
+            leave_pending(request)
             return
+        for item in streak.answered():  # an answer: the refusals held were about their prompts
+            set_aside(*item)
         flag = response.flag
         if flag:
             s.flagged[flag] += 1
         # An empty answer teaches nothing and the teacher-set reader rejects it: always set aside.
         dropped = flag == "empty" or (drop_flagged and flag is not None)
         store.append(build_row(request, response, store.response_field, backend, fp), dropped=dropped)
-        streak.answered()
         s.dropped += dropped
         s.done += not dropped
         s.tokens_in += response.prompt_tokens
@@ -275,10 +316,20 @@ async def collect_async(
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, min(backend.concurrency, len(pending))))))
+        while streak.held and not stop.is_set():  # the run went through: a streak still held was
+            try:                                   # about its prompts
+                set_aside(*streak.held[0])
+            except StoreError as exc:
+                s.stopped = scrub(str(exc))
+                stop.set()
+            else:
+                streak.held.pop(0)
     except asyncio.CancelledError:
         s.stopped = s.stopped or "interrupted"
         raise
     finally:
+        for request, _ in streak.answered():  # a streak that tripped, or an interrupted run: pending
+            leave_pending(request)
         if bar is not None:
             bar.close()
         s.not_sent = len(pending)

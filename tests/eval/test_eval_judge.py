@@ -171,11 +171,65 @@ def test_quote_keeps_head_and_tail_of_a_long_reply():
 
 def test_the_same_refusal_on_every_item_stops_the_judge(tmp_path):
     """A max_tokens larger than the judge's whole context: every request is refused the same way;
-    that is the setup, so the judge stops with the server's reason instead of failing every item."""
+    that is the setup, so the judge stops with the server's reason instead of failing every item,
+    says what to do (no --retry-rejected in gad eval) and sets nothing aside: a rerun asks again."""
     from gad.eval.judge import JudgeError
 
     with FakeChatAPI(reply=ScriptedJudge(), context_tokens=40) as api:
         judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
                       progress=False)
-        with pytest.raises(JudgeError, match=r"3 different prompts in a row.*maximum context length is 40 tokens"):
+        with pytest.raises(JudgeError, match=r"3 different prompts in a row.*maximum context length is 40 tokens") as e:
             judge.references([("s", it) for it in _items()])
+        assert "--judge-max-tokens" in str(e.value) and "new --out" in str(e.value)
+        assert "--retry-rejected" not in str(e.value)
+        api.context_tokens = 4096  # the judge's setup fixed
+        again = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
+                      progress=False)
+        refs = again.references([("s", it) for it in _items()])
+    assert all(refs.values())
+
+
+def test_adjacent_answers_over_the_context_do_not_stop_the_judge(tmp_path):
+    """Two over-long student answers next to each other: four refused requests in a row (two items,
+    two orders), each too long by itself; those two items are failures, the rest is judged."""
+    items = _items() + [EvalItem(id="e", messages=[{"role": "user", "content": "say hi"}])]
+    long_answer = "because " * 700
+    answers = {"a": "x" * 40, "b": long_answer, "c": long_answer + "again", "d": "w" * 10, "e": "hi"}
+    with FakeChatAPI(reply=ScriptedJudge(), context_tokens=600) as api:
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50, concurrency=1), tmp_path,
+                      api_key="none-needed", progress=False)
+        verdicts = judge.score([("s", it, answers[it.id]) for it in items], judge.references([("s", it) for it in items]))
+    assert all(verdicts[("s", k)].pair is not None for k in "ade")
+    assert all("context length exceeded" in verdicts[("s", k)].failure for k in "bc")
+
+
+def test_a_refusal_streak_counts_items_not_orders_or_retries(tmp_path):
+    """The same refusal (a content policy) on both orders of two adjacent items is two prompts, not
+    four: the judge goes on; on three adjacent items it is the setup and stops."""
+    from gad.eval.judge import JudgeError, pairwise_messages, render_question
+
+    items = _items() + [EvalItem(id="e", messages=[{"role": "user", "content": "say hi"}])]
+    refs = {it.prompt: f"reference {it.id}" for it in items}
+
+    def refused(ids):  # the pairwise prompts (both orders) of these items, as the server sees them
+        keys = set()
+        for it in items:
+            if it.id in ids:
+                q, ref = render_question(it.messages), refs[it.prompt]
+                keys |= {pairwise_messages(q, "answer", ref)[-1]["content"],
+                         pairwise_messages(q, ref, "answer")[-1]["content"]}
+        return keys
+
+    with FakeChatAPI(reply=ScriptedJudge(references=refs), policy=refused({"b", "c"})) as api:
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, concurrency=1), tmp_path, api_key="none-needed",
+                      progress=False)
+        verdicts = judge.score([("s", it, "answer") for it in items], judge.references([("s", it) for it in items]))
+        assert all(verdicts[("s", k)].pair is not None for k in "ade")
+        assert all("content policy" in verdicts[("s", k)].failure for k in "bc")
+
+        api.policy = refused({"b", "c", "d"})
+        judge = Judge(JudgeConfig(model="j", base_url=api.url, concurrency=1), tmp_path / "new", api_key="none-needed",
+                      progress=False)
+        refs_new = judge.references([("s", it) for it in items])
+        with pytest.raises(JudgeError, match="3 different prompts in a row.*content policy"):
+            judge.score([("s", it, "answer") for it in items], refs_new)

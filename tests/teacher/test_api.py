@@ -16,7 +16,7 @@ from gad.teacher import (
     RetryPolicy,
     collect,
 )
-from gad.teacher.api import classify_status
+from gad.teacher.api import classify_status, prompt_too_long
 from gad.teacher.collect import RefusalStreak
 from gad.teacher.redact import register_secret
 from tests.teacher.fake_api import ALL_FAULTS
@@ -238,6 +238,7 @@ VLLM_CONTEXT = ("This model's maximum context length is 2048 tokens. However, yo
 @pytest.mark.parametrize("status, code, param, message, action, label", [
     # refused for reasons of its own: set aside, the run goes on
     (400, "400", None, VLLM_CONTEXT, "reject", "context length exceeded"),  # vLLM (code is the status)
+    (400, 400, None, VLLM_CONTEXT, "reject", "context length exceeded"),  # ... as an int, as vLLM sends it
     (400, "context_length_exceeded", "messages", "This model's maximum context length is 128000 tokens.",
      "reject", "context length exceeded"),  # OpenAI
     (400, "400", "input_tokens", "This model's maximum context length is 2048 tokens. However, you requested "
@@ -249,6 +250,13 @@ VLLM_CONTEXT = ("This model's maximum context length is 2048 tokens. However, yo
     (400, "invalid_prompt", None, "Invalid prompt: your prompt was flagged as potentially violating our "
      "usage policy.", "reject", "content policy"),
     (400, None, None, "something about this one request", "reject", "bad request"),
+    # a param naming a part of the request's content (OpenAI writes the path several ways)
+    (400, None, "messages.[1].content", "Invalid value for 'content': expected a string, got null.", "reject",
+     "bad request"),
+    (400, "invalid_type", "messages[0].content", "Invalid type for 'messages[0].content': expected one of a "
+     "string or array of objects, but got an object instead.", "reject", "bad request"),
+    (400, None, "input[0]", "Invalid 'input[0]': empty string.", "reject", "bad request"),
+    (400, None, "prompt.text", "Invalid 'prompt.text'.", "reject", "bad request"),
     # would hit every request: stop
     (400, "unsupported_parameter", "max_tokens", "Unsupported parameter: 'max_tokens' is not supported with "
      "this model.", "fatal", "unsupported parameter"),
@@ -269,16 +277,50 @@ def test_classify_status(status, code, param, message, action, label):
     assert got_action == action and label in reason and f"HTTP {status}" in reason
 
 
+SETUP_CONTEXT = ("This model's maximum context length is 2048 tokens. However, you requested 4106 tokens "
+                 "(10 in the messages, 4096 in the completion). Please reduce the length of the messages or completion.")
+
+
+@pytest.mark.parametrize("reason, max_tokens, too_long", [
+    (VLLM_CONTEXT, 100, True),  # 100 of 2048 for the completion: the prompt's own length did it
+    (VLLM_CONTEXT, None, True),  # the message gives the completion budget
+    (SETUP_CONTEXT, 4096, False),  # the completion alone fills the context: every prompt is refused
+    ("'max_tokens' or 'max_completion_tokens' is too large: 8000. This model's maximum context length is 4096 "
+     "tokens and your request has 2778 input tokens (8000 > 4096 - 2778).", 8000, False),  # newer vLLM
+    ("'max_tokens' or 'max_completion_tokens' is too large: 2000. This model's maximum context length is 4096 "
+     "tokens and your request has 2778 input tokens (2000 > 4096 - 2778).", 2000, True),
+    ("This model's maximum context length is 1536 tokens. However, your request has 4176 input tokens. "
+     "Please reduce the length of the input messages.", 100, True),  # newer vLLM, the input alone
+    ("This model's maximum context length is 1536 tokens. However, your request has 4176 input tokens.", None,
+     False),  # no completion budget to compare: counted
+    ("Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 `inputs` tokens "
+     "and 200 `max_new_tokens`", 200, True),  # TGI
+    ("prompt is too long", 100, False),  # numbers not readable: counted
+    ("HTTP 400 content policy: flagged (maximum context length is 2048, 1 in the completion)", 100, False),
+])
+def test_prompt_too_long(reason, max_tokens, too_long):
+    """A context-length refusal is the prompt's own problem unless the completion budget alone is
+    at least the context (then every prompt is refused: the setup); unreadable numbers count."""
+    if not reason.startswith("HTTP"):
+        reason = f"HTTP 400 context length exceeded: {reason}"  # as classify_status words it
+    assert prompt_too_long(reason, max_tokens) is too_long
+
+
 def test_refusal_streak_stops_on_the_same_refusal_of_three_different_prompts():
-    other = VLLM_CONTEXT.replace("2100", "2300").replace("2000", "2200")  # same refusal, other numbers
-    streak = RefusalStreak(limit=3)
-    assert not streak.refused("a", VLLM_CONTEXT) and not streak.refused("b", other)
-    streak.answered()  # an answer in between: the prompts were the problem, not the setup
-    assert not streak.refused("c", VLLM_CONTEXT) and not streak.refused("d", other)
-    assert not streak.refused("e", "content policy")  # another refusal starts a new streak
-    assert not streak.refused("f", VLLM_CONTEXT) and not streak.refused("f", VLLM_CONTEXT)  # same prompt twice
-    assert not streak.refused("g", other)
-    assert streak.refused("h", VLLM_CONTEXT)
+    setup = f"HTTP 400 context length exceeded: {SETUP_CONTEXT}"  # reasons as classify_status words them
+    other = setup.replace("4106", "4110").replace("(10 ", "(14 ")  # same refusal, other numbers
+    too_long = f"HTTP 400 context length exceeded: {VLLM_CONTEXT}"
+    streak = RefusalStreak(limit=3, max_tokens=4096)
+    assert streak.refused("a", setup, "a") == [] and streak.refused("b", other, "b") == []
+    assert streak.answered() == ["a", "b"]  # an answer in between: the prompts were the problem, not the setup
+    assert streak.refused("c", setup, "c") == [] and streak.refused("d", other, "d") == []
+    assert streak.refused("e", "content policy", "e") == ["c", "d"]  # another refusal starts a new streak
+    assert streak.refused("f", setup, "f") == ["e"] and streak.refused("f", setup, "f2") == []
+    assert not streak.tripped  # the same prompt twice is one prompt
+    assert streak.refused("g", too_long, "g") == ["g"]  # too long by itself: set aside, never counted
+    assert streak.refused("h", other, "h") == [] and not streak.tripped
+    assert streak.refused("i", setup, "i") == [] and streak.tripped
+    assert streak.held == ["f", "f2", "h", "i"]  # not set aside: pending for a rerun with the setup fixed
 
 
 def write_prompt_texts(path, texts: list[str]) -> None:
@@ -337,28 +379,55 @@ def test_prompt_over_the_context_is_set_aside_and_the_run_goes_on(fake_api, tmp_
     assert (summary["skipped"], summary["stored_total"]) == (12, 12)
 
 
+def test_adjacent_prompts_over_the_context_are_set_aside_not_a_streak(fake_api, tmp_path):
+    """Three prompts too long for the context next to each other (a file sorted by length): each is
+    its own problem, not the setup's; all three are set aside and the run completes."""
+    api = fake_api(context_tokens=2048)
+    texts = [f"prompt {i}" for i in range(10)]
+    for i in (4, 5, 6):
+        texts[i] = f"prompt {i} " + "word " * 2100
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
+    write_prompt_texts(prompts, texts)
+    assert run_cli(teacher_argv(api, prompts, out, "--max-tokens", "100", "--concurrency", "1")) == 0
+    summary = json.loads((tmp_path / "t.summary.json").read_text())
+    assert (summary["stopped"], summary["done"], summary["rejected"]) == (None, 7, 3)
+    assert sorted(stored_ids(tmp_path / "t.rejected.jsonl")) == ["p00004", "p00005", "p00006"]
+
+
 def test_the_same_refusal_on_three_prompts_in_a_row_stops(fake_api, tmp_path, capsys):
     """A max-tokens larger than the server's context fails every request with the same 400: that is
-    the setup, not the prompts; stop after three, quoting the reason."""
+    the setup, not the prompts; stop after three, quoting the reason. Those refusals are not set
+    aside: a plain rerun with the setup fixed sends them again."""
     api = fake_api(context_tokens=2048)
     prompts, out = tmp_path / "p.jsonl", tmp_path / "t.jsonl"
     write_prompts(prompts, 200)
-    rc = run_cli(teacher_argv(api, prompts, out, "--max-tokens", "4096", "--concurrency", "4"))
-    assert rc == 1
-    assert len(api.hits) <= 4 + 2  # those in flight, and at most two sent after the first refusals
+    argv = teacher_argv(api, prompts, out, "--max-tokens", "4096", "--concurrency", "4")
+    assert run_cli(argv) == 1
+    refused = {h.key for h in api.hits}
+    assert 3 <= len(refused) <= 4 + 2  # those in flight, and at most two sent after the first refusals
     summary = json.loads((tmp_path / "t.summary.json").read_text())
     assert "3 different prompts in a row" in summary["stopped"]
     assert "maximum context length is 2048 tokens" in summary["stopped"]
     assert summary["not_sent"] >= 194 and summary["retried"] == 0
+    assert summary["rejected"] == 0 and summary["failed"] == len(refused)  # pending, not set aside
+    assert not stored_ids(tmp_path / "t.rejected.jsonl")
     err = capsys.readouterr().err
-    assert "STOPPED" in err and "--retry-rejected" in err
+    assert "STOPPED" in err and "rerun" in err
+
+    hits = len(api.hits)
+    api.context_tokens = 8192  # the setup fixed (a longer --max-model-len)
+    assert run_cli(argv) == 0
+    assert refused <= set(api.keys_since(hits))  # the refused prompts are sent again
+    assert sorted(stored_ids(out)) == [f"p{i:05d}" for i in range(200)]
 
 
 def test_content_policy_refusal_is_set_aside(fake_api, tmp_path):
-    api = fake_api(policy={"prompt 2"})
+    """Set aside, also when the last requests of a run are refused (a streak still held at the end
+    was about its prompts, not the setup)."""
+    api = fake_api(policy={"prompt 2", "prompt 5", "prompt 6"})
     out = tmp_path / "t.jsonl"
-    s = collect(requests(5), backend(api, concurrency=1), out, progress=False)
-    assert (s.done, s.rejected, s.failed, s.stopped) == (4, 1, 0, None) and s.complete
+    s = collect(requests(7), backend(api, concurrency=1), out, progress=False)
+    assert (s.done, s.rejected, s.failed, s.stopped) == (4, 3, 0, None) and s.complete
     assert "content policy" in s.rejections["p00002"] and "usage policy" in s.rejections["p00002"]
-    assert stored_ids(tmp_path / "t.rejected.jsonl") == ["p00002"]
+    assert stored_ids(tmp_path / "t.rejected.jsonl") == ["p00002", "p00005", "p00006"]
     assert api.count("prompt 2") == 1
