@@ -13,6 +13,11 @@ from tests.teacher.fake_api import FakeChatAPI
 KEY = "sk-judge-test-0123456789abcdef"
 
 
+def local_judge(api: FakeChatAPI, folder, **settings) -> Judge:
+    """A judge on the loopback server (no key needed), no progress bar."""
+    return Judge(JudgeConfig(model="j", base_url=api.url, **settings), folder, api_key="none-needed", progress=False)
+
+
 @pytest.mark.parametrize(
     "reply, expected",
     [
@@ -28,6 +33,7 @@ KEY = "sk-judge-test-0123456789abcdef"
         (None, None),
     ],
 )
+
 def test_parse_scores(reply, expected):
     assert parse_scores(reply) == expected
 
@@ -87,7 +93,7 @@ def test_judge_without_reference_answer_is_a_failure(tmp_path):
     items = _items()[:2]
     script = ScriptedJudge(references={items[0].prompt: ""})  # an empty reference answer
     with FakeChatAPI(reply=script) as api:
-        judge = Judge(JudgeConfig(model="j", base_url=api.url), tmp_path, api_key="none-needed", progress=False)
+        judge = local_judge(api, tmp_path)
         refs = judge.references([("s", it) for it in items])
         assert refs[("s", items[0].id)] is None
         verdicts = judge.score([("s", it, "answer") for it in items], refs)
@@ -124,15 +130,13 @@ def test_one_refused_item_is_its_failure_the_rest_is_judged(tmp_path):
     items = _items() + [EvalItem(id="long-q", messages=[{"role": "user", "content": long_question}])]
     answers = {"a": "x" * 40, "b": "y" * 10, "c": long_answer, "d": "w" * 10, "long-q": "short"}
     with FakeChatAPI(reply=ScriptedJudge(), context_tokens=600) as api:
-        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
-                      progress=False)
+        judge = local_judge(api, tmp_path, max_tokens=50)
         refs = judge.references([("s", it) for it in items])
         verdicts = judge.score([("s", it, answers[it.id]) for it in items], refs)
         assert refs[("s", "long-q")] is None and api.count(long_question) == 1  # refused once, not retried
         hits = len(api.hits)
         # a rerun does not send the refused requests again
-        again = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
-                      progress=False)
+        again = local_judge(api, tmp_path, max_tokens=50)
         again.score([("s", it, answers[it.id]) for it in items], again.references([("s", it) for it in items]))
         assert len(api.hits) == hits
     assert all(verdicts[("s", k)].pair is not None for k in "abd")
@@ -149,8 +153,7 @@ def test_reask_quotes_a_bounded_part_of_the_bad_reply(tmp_path):
     items = _items()[:2]
     script = ScriptedJudge(garbage_first={items[0].prompt}, garbage_reply="I cannot decide. " + "hmm " * 3000)
     with FakeChatAPI(reply=script, context_tokens=600) as api:
-        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
-                      progress=False)
+        judge = local_judge(api, tmp_path, max_tokens=50)
         verdicts = judge.score([("s", it, "answer") for it in items], judge.references([("s", it) for it in items]))
         refused = [h for h in api.hits if h.fault == "400"]
     assert not refused
@@ -176,15 +179,13 @@ def test_the_same_refusal_on_every_item_stops_the_judge(tmp_path):
     from gad.eval.judge import JudgeError
 
     with FakeChatAPI(reply=ScriptedJudge(), context_tokens=40) as api:
-        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
-                      progress=False)
+        judge = local_judge(api, tmp_path, max_tokens=50)
         with pytest.raises(JudgeError, match=r"3 different prompts in a row.*maximum context length is 40 tokens") as e:
             judge.references([("s", it) for it in _items()])
         assert "--judge-max-tokens" in str(e.value) and "new --out" in str(e.value)
         assert "--retry-rejected" not in str(e.value)
         api.context_tokens = 4096  # the judge's setup fixed
-        again = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50), tmp_path, api_key="none-needed",
-                      progress=False)
+        again = local_judge(api, tmp_path, max_tokens=50)
         refs = again.references([("s", it) for it in _items()])
     assert all(refs.values())
 
@@ -196,8 +197,7 @@ def test_adjacent_answers_over_the_context_do_not_stop_the_judge(tmp_path):
     long_answer = "because " * 700
     answers = {"a": "x" * 40, "b": long_answer, "c": long_answer + "again", "d": "w" * 10, "e": "hi"}
     with FakeChatAPI(reply=ScriptedJudge(), context_tokens=600) as api:
-        judge = Judge(JudgeConfig(model="j", base_url=api.url, max_tokens=50, concurrency=1), tmp_path,
-                      api_key="none-needed", progress=False)
+        judge = local_judge(api, tmp_path, max_tokens=50, concurrency=1)
         verdicts = judge.score([("s", it, answers[it.id]) for it in items], judge.references([("s", it) for it in items]))
     assert all(verdicts[("s", k)].pair is not None for k in "ade")
     assert all("context length exceeded" in verdicts[("s", k)].failure for k in "bc")
@@ -221,15 +221,13 @@ def test_a_refusal_streak_counts_items_not_orders_or_retries(tmp_path):
         return keys
 
     with FakeChatAPI(reply=ScriptedJudge(references=refs), policy=refused({"b", "c"})) as api:
-        judge = Judge(JudgeConfig(model="j", base_url=api.url, concurrency=1), tmp_path, api_key="none-needed",
-                      progress=False)
+        judge = local_judge(api, tmp_path, concurrency=1)
         verdicts = judge.score([("s", it, "answer") for it in items], judge.references([("s", it) for it in items]))
         assert all(verdicts[("s", k)].pair is not None for k in "ade")
         assert all("content policy" in verdicts[("s", k)].failure for k in "bc")
 
         api.policy = refused({"b", "c", "d"})
-        judge = Judge(JudgeConfig(model="j", base_url=api.url, concurrency=1), tmp_path / "new", api_key="none-needed",
-                      progress=False)
+        judge = local_judge(api, tmp_path / "new", concurrency=1)
         refs_new = judge.references([("s", it) for it in items])
         with pytest.raises(JudgeError, match="3 different prompts in a row.*content policy"):
             judge.score([("s", it, "answer") for it in items], refs_new)
