@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gad.textfile import check_readable, read_lines, read_text
+from gad.textfile import BOM, check_readable, read_lines, read_text
 
 Message = dict[str, str]
 
@@ -57,8 +57,7 @@ def _decoded(path: Path, error: type[ValueError]) -> Iterator[tuple[str, int, An
     if suffix == ".parquet":
         yield from _parquet_rows(path, error)
         return
-    if suffix == ".json":
-        text = read_text(path, error)
+    if suffix == ".json" and (text := _json_text(path, error)) is not None:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -79,6 +78,19 @@ def _decoded(path: Path, error: type[ValueError]) -> Iterator[tuple[str, int, An
                 yield f"{path}:{i}", i, json.loads(line)
             except json.JSONDecodeError as e:
                 yield f"{path}:{i}", i, error(f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})")
+
+
+def _json_text(path: Path, error: type[ValueError]) -> str | None:
+    """A ``.json`` file's text; None for JSON lines under a ``.json`` name that are not all UTF-8,
+    so they are read a line at a time and one bad line is one bad row (a list is one document, and
+    a bad byte in it stops the read)."""
+    try:
+        return read_text(path, error)
+    except error:
+        with path.open("rb") as f:
+            if f.read(1 << 16).removeprefix(BOM).lstrip().startswith(b"["):
+                raise
+        return None
 
 
 def _parquet_rows(path: Path, error: type[ValueError]) -> Iterator[tuple[str, int, Any]]:

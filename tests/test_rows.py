@@ -99,12 +99,13 @@ def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, name, body, match)
         list(iter_rows(tmp_path / name, Bad))
 
 
-def test_a_line_that_is_not_utf8_is_a_bad_row_the_others_are_kept(tmp_path):
-    p = tmp_path / "t.jsonl"
+@pytest.mark.parametrize("name", ["t.jsonl", "t.json"])  # JSON lines, also under a .json name
+def test_a_line_that_is_not_utf8_is_a_bad_row_the_others_are_kept(tmp_path, name):
+    p = tmp_path / name
     p.write_bytes(b'{"prompt": "x"}\n' + LATIN1 + b'\n{"prompt": "y"}\n')
     rows = [row for _, _, row in iter_rows(p, Bad, keep_going=True)]
     assert rows[0] == {"prompt": "x"} and rows[2] == {"prompt": "y"}
-    assert isinstance(rows[1], Bad) and "t.jsonl:2: not UTF-8 text" in str(rows[1])
+    assert isinstance(rows[1], Bad) and f"{name}:2: not UTF-8 text" in str(rows[1])
 
 
 def test_json_lines_keep_unicode_line_separators_inside_strings(tmp_path):
