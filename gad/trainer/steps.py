@@ -132,7 +132,7 @@ def sequence_logprobs(
     logits = model(
         input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, position_ids=seqs.position_ids,
         logits_to_keep=R + 1,
-    ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    ).logits[:, :-1].float()  # (B, R, V): position P-1+t predicts response token t; fp32 from bf16 logits
     if temperature != 1.0:
         logits = logits / temperature
     logprobs = losses.token_logprobs(logits, seqs.response_ids)
