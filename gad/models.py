@@ -196,7 +196,7 @@ class Discriminator(nn.Module):
     ) -> torch.Tensor:
         """``(B, T)`` tokens → ``(B,)`` scores."""
         hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (B, T, H)
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]  # (B, H)
         return self.head(last.to(self.head.weight.dtype)).squeeze(-1)
