@@ -141,6 +141,32 @@ def load_causal_lm(name_or_path: str | None, dtype: torch.dtype = torch.float32)
     return model, load_tokenizer(path)
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def load_reference(name_or_path: str, dtype: str = "fp32") -> Any:
+    """The frozen reference policy of the KL term: no gradients, eval mode, weights in ``dtype``
+    (``train.reference_dtype``; bf16 halves its memory and loses nothing, since it never trains)."""
+    model, _ = load_causal_lm(name_or_path, DTYPES[dtype])
+    return model.requires_grad_(False).eval()
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of storing them.
+
+    Non-reentrant checkpointing (``use_reentrant=False``, PyTorch's recommended mode; it also works
+    with FSDP2 and frozen inputs). It acts only in training mode with gradients on, so generation
+    (eval mode, ``no_grad``) keeps its KV cache and a no-grad scoring pass runs as usual. For the
+    discriminator it is the backbone's layers that are checkpointed; the head is one matmul.
+    """
+    target = model.backbone if isinstance(model, Discriminator) else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(target, "activation_checkpointing_enable"):  # the name since transformers 5.x
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class Discriminator(nn.Module):
     """D(x, y): the student's backbone plus a linear head, read at the response's final token.
 
@@ -170,7 +196,7 @@ class Discriminator(nn.Module):
     ) -> torch.Tensor:
         """``(B, T)`` tokens → ``(B,)`` scores."""
         hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state  # (B, T, H)
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_index]  # (B, H)
         return self.head(last.to(self.head.weight.dtype)).squeeze(-1)

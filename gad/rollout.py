@@ -23,18 +23,36 @@ class HFRollout:
     """Sampling with ``transformers.generate`` from the live policy.
 
     ``temperature=0`` decodes greedily (``gad eval``'s default); training always samples.
+    ``micro_batch_size``: prompts per ``generate`` call (0 = all in one call). With several calls the
+    prompts are sorted by length first, so a call pads little, and the samples are put back in the
+    prompts' order.
     """
 
     def __init__(
         self, model: Any, pad_id: int, eos_id: int, max_new_tokens: int, temperature: float = 0.8,
-        top_p: float = 1.0, autocast: Any = None,
+        top_p: float = 1.0, autocast: Any = None, micro_batch_size: int = 0,
     ):
         self.model, self.pad_id, self.eos_id = model, pad_id, eos_id
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.autocast = autocast or nullcontext
+        self.micro_batch_size = micro_batch_size
+
+    def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
+        size = self.micro_batch_size or len(prompts)
+        if len(prompts) <= size:
+            return self._generate(prompts, n)
+        by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        groups: list[list[list[int]]] = [[] for _ in prompts]
+        for start in range(0, len(prompts), size):
+            chunk = by_length[start : start + size]
+            samples = self._generate([prompts[i] for i in chunk], n)  # grouped by prompt, in chunk order
+            for j, i in enumerate(chunk):
+                groups[i] = samples[j * n : (j + 1) * n]
+        return [s for group in groups for s in group]
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
+    def _generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
+        """One ``generate`` call: ``n`` samples of each prompt, grouped by prompt."""
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)

@@ -140,3 +140,19 @@ def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path, teacher_set):
 def test_a_folder_is_not_a_config(tmp_path):
     with pytest.raises(ConfigError, match=r": is a folder, not a file"):
         load_config(tmp_path, stage="train")
+
+
+def test_memory_switches_are_checked(teacher_set):
+    """The memory knobs default to today's behaviour and refuse values that mean nothing."""
+    base = [f"data.train_file={teacher_set}"]
+    cfg = load_config(None, base, stage="train")
+    assert (cfg.train.gradient_checkpointing, cfg.rollout.micro_batch_size, cfg.train.reference_dtype) == (False, 0, "fp32")
+    with pytest.raises(ConfigError, match=r"rollout.micro_batch_size: must be >= 0 \(0 = all of a step's prompts"):
+        load_config(None, base + ["rollout.micro_batch_size=-1"], stage="train")
+    with pytest.raises(ConfigError, match="train.reference_dtype: must be 'fp32' or 'bf16', got 'fp16'"):
+        load_config(None, base + ["train.reference_dtype=fp16"], stage="train")
+    with pytest.raises(ConfigError, match="'train.gradient_checkpointing' must be bool, got str 'maybe'"):
+        load_config(None, base + ["train.gradient_checkpointing=maybe"], stage="train")
+    cfg = load_config(None, base + ["train.gradient_checkpointing=true", "rollout.micro_batch_size=2",
+                                    "train.reference_dtype=bf16"], stage="train")
+    assert (cfg.train.gradient_checkpointing, cfg.rollout.micro_batch_size, cfg.train.reference_dtype) == (True, 2, "bf16")

@@ -101,3 +101,121 @@ def test_gguf_cache_folder_is_the_same_in_every_process(tmp_path):
     env = {**__import__("os").environ, "GAD_HOME": str(tmp_path)}
     seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout for _ in range(2)}
     assert len(seen) == 1 and seen.pop().startswith(str(tmp_path / "models" / "x-"))
+
+
+# ---------------------------------------------------------------------- memory switches
+
+
+def varied_prompts(tok, count: int = 5) -> list[list[int]]:
+    """Prompts of different lengths (3..3+count-1 tokens), in no length order, from the model's vocabulary."""
+    g = torch.Generator().manual_seed(1)
+    lengths = [5, 3, 7, 4, 6, 3, 8][:count]
+    return [torch.randint(6, len(tok), (k,), generator=g).tolist() for k in lengths]
+
+
+def count_generate_calls(model) -> list[int]:
+    """Wrap ``model.generate``; return the list that records each call's number of prompts."""
+    real, calls = model.generate, []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return real(*args, **kwargs)
+
+    model.generate = spy
+    return calls
+
+
+def test_rollout_in_chunks_gives_each_prompt_the_samples_of_one_call(tiny_model):
+    """Greedy decoding is deterministic, so chunked generation (sorted by length, put back in order)
+    must give exactly the samples of one call, prompt by prompt; generate runs ceil(P / micro) times."""
+    from gad.rollout import HFRollout
+
+    model, tok = load_causal_lm(str(tiny_model))
+    prompts = varied_prompts(tok)
+    calls = count_generate_calls(model)
+    one = HFRollout(model, tok.pad_token_id, tok.eos_token_id, max_new_tokens=6, temperature=0).generate(prompts, n=1)
+    assert calls == [5]
+    calls.clear()
+    chunked = HFRollout(model, tok.pad_token_id, tok.eos_token_id, max_new_tokens=6, temperature=0,
+                        micro_batch_size=2).generate(prompts, n=1)
+    assert calls == [2, 2, 1]  # ceil(5 / 2) calls
+    assert chunked == one
+    assert len({tuple(s) for s in one}) > 1  # the prompts' answers differ, so a misplaced group shows
+
+
+def test_sampled_rollout_in_chunks_keeps_groups_with_their_prompts(tiny_model):
+    """With sampling the draws differ from one call's, but each prompt still gets its own n samples, in
+    the prompts' order: at a temperature low enough that sampling picks the argmax, every group equals
+    that prompt's greedy answer."""
+    from gad.rollout import HFRollout
+
+    model, tok = load_causal_lm(str(tiny_model))
+    prompts = varied_prompts(tok, 7)
+    greedy = HFRollout(model, tok.pad_token_id, tok.eos_token_id, max_new_tokens=5, temperature=0).generate(prompts, n=1)
+    calls = count_generate_calls(model)
+    torch.manual_seed(0)
+    sampled = HFRollout(model, tok.pad_token_id, tok.eos_token_id, max_new_tokens=5, temperature=1e-4,
+                        micro_batch_size=3).generate(prompts, n=3)
+    assert calls == [3, 3, 1] and len(sampled) == 7 * 3
+    assert all(1 <= len(s) <= 5 for s in sampled)
+    assert [sampled[i * 3 : (i + 1) * 3] for i in range(7)] == [[g] * 3 for g in greedy]
+
+
+def test_rollout_with_gradient_checkpointing_keeps_its_cache(tiny_model):
+    """Checkpointing acts in training passes only: a rollout from a model left in training mode with
+    checkpointing on decodes with the KV cache (one new token per layer call after the prompt), gives
+    the same answers, and leaves the model in training mode."""
+    from gad.models import enable_gradient_checkpointing
+    from gad.rollout import HFRollout
+
+    model, tok = load_causal_lm(str(tiny_model))
+    prompts = varied_prompts(tok, 3)
+    plain = HFRollout(model, tok.pad_token_id, tok.eos_token_id, max_new_tokens=6, temperature=0).generate(prompts, n=1)
+    enable_gradient_checkpointing(model)
+    model.train()
+    widths: list[int] = []
+    model.model.layers[0].mlp.register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
+    out = HFRollout(model, tok.pad_token_id, tok.eos_token_id, max_new_tokens=6, temperature=0).generate(prompts, n=1)
+    assert out == plain and model.training and model.model.layers[0].gradient_checkpointing
+    assert widths[0] == max(len(p) for p in prompts) and len(widths) > 1 and set(widths[1:]) == {1}
+
+
+def test_bf16_reference_logprobs_are_fp32_from_bf16_logits_and_close_to_fp32(tiny_model):
+    """The bf16 reference's log-probs are the fp32 log-softmax of its own bf16 logits, and close to
+    the fp32 reference's.
+
+    Tolerance: bf16 keeps 8 significant bits, a relative rounding error u = 2^-8 per rounding. To
+    first order a logit z collects at most k*u*max|z| from the k roundings on its way (weights and
+    activations: about 4 per decoder layer + embedding, final norm and head, k = 10 for this 2-layer
+    model), and log p_t = z_t - logsumexp(z) moves by at most twice the largest logit error:
+    tol = 2 * k * u * max|z|. A log-softmax taken in bf16 instead of fp32 would be off by about
+    u * |log p| (~0.02 here), far above the 1e-5 of the first check.
+    """
+    from gad.models import load_reference
+
+    tok = load_tokenizer(str(tiny_model))
+    eos = tok.eos_token_id
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(6, len(tok), (int(k),), generator=g).tolist() for k in torch.randint(3, 12, (16,), generator=g)]
+    responses = [torch.randint(6, len(tok), (int(k),), generator=g).tolist() + [eos]
+                 for k in torch.randint(2, 20, (16,), generator=g)]
+    b = pack(prompts, responses, tok.pad_token_id, eos)
+    fp32, bf16 = load_reference(str(tiny_model), "fp32"), load_reference(str(tiny_model), "bf16")
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16} and not any(p.requires_grad for p in bf16.parameters())
+    assert not bf16.training
+    with torch.no_grad():
+        lp32, lp16 = sequence_logprobs(fp32, b)[0], sequence_logprobs(bf16, b)[0]
+        logits16 = bf16(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids).logits
+        z_max = fp32(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids).logits.abs().max()
+    assert lp16.dtype == torch.float32 and logits16.dtype == torch.bfloat16
+    R = b.response_ids.shape[1]
+    mask = b.response_mask.bool()
+    for temperature in (1.0, 0.8):  # the sampling temperature divides the logits after the upcast too
+        upcast = torch.log_softmax(logits16[:, -R - 1 : -1].float() / temperature, -1)
+        expected = upcast.gather(-1, b.response_ids.unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            got = sequence_logprobs(bf16, b, temperature=temperature)[0]
+        torch.testing.assert_close(got[mask], expected[mask], rtol=0, atol=1e-5)
+    tol = 2 * 10 * 2**-8 * float(z_max)
+    err = (lp16 - lp32).abs()[mask]
+    assert 0 < err.max() <= tol, (float(err.max()), tol)  # differs (it is bf16), within the bound

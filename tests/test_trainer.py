@@ -3,6 +3,7 @@ resume reproduces an uninterrupted run, interrupts and NaNs are handled."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -138,6 +139,92 @@ def test_micro_batching_does_not_change_the_gradients(stage, sizes, tiny_model, 
         assert small.keys() == whole.keys() and small
         assert any(g.abs().max() > 0 for g in whole.values())
         torch.testing.assert_close(small, whole, rtol=1e-4, atol=1e-7)
+
+
+def spy_roles(monkeypatch) -> list:
+    """Record the Roles each stage builds (the models it trains), without changing them."""
+    from gad.trainer import loop
+
+    built, real = [], loop.build_roles
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(loop, "build_roles", spy)
+    return built
+
+
+def count_layer_calls(roles) -> dict[str, list[int]]:
+    """Count calls to the first decoder layer's MLP of G and of D's backbone. Checkpointing runs it a
+    second time in the backward pass (the recompute), so the count shows it is really on."""
+    counts: dict[str, list[int]] = {}
+    backbones = {"gen": roles.generator.model}
+    if roles.discriminator is not None:
+        backbones["disc"] = roles.discriminator.backbone
+    for name, backbone in backbones.items():
+        mlp, counts[name] = backbone.layers[0].mlp, [0]
+        # the forward itself is wrapped: a recompute does not run the module's forward hooks
+
+        def counted(*args, real=mlp.forward, c=counts[name], **kwargs):
+            c[0] += 1
+            return real(*args, **kwargs)
+
+        mlp.forward = counted
+    return counts
+
+
+@pytest.mark.parametrize("stage", ["seqkd", "train"])
+def test_gradient_checkpointing_does_not_change_the_update(stage, tiny_model, teacher_set, tmp_path, monkeypatch):
+    """One step with train.gradient_checkpointing gives the weights of one step without it (G, and D
+    in a GAD step), while the layers really are recomputed in the backward pass."""
+    from gad.trainer import loop
+
+    results, calls = {}, {}
+    for on in (False, True):
+        built: list = []
+        real = loop.build_roles
+
+        def spy(*args, built=built, real=real, **kwargs):
+            roles = real(*args, **kwargs)
+            built.append((roles, count_layer_calls(roles)))
+            return roles
+
+        with monkeypatch.context() as m:
+            m.setattr(loop, "build_roles", spy)
+            results[on] = getattr(stages, stage)(cfg_for(stage, tiny_model, teacher_set, tmp_path / f"{stage}{on}",
+                                                         train__gradient_checkpointing=on, train__max_steps=1,
+                                                         train__micro_batch_size=4))
+        calls[on] = {k: v[0] for k, v in built[0][1].items()}
+    for name in calls[False]:  # the recompute: one more layer call per training micro-batch
+        assert calls[True][name] > calls[False][name], (name, calls)
+    before, off, on = weights(tiny_model), weights(results[False].checkpoint / "generator"), weights(results[True].checkpoint / "generator")
+    assert changed(before, off)
+    torch.testing.assert_close(on, off, rtol=1e-5, atol=1e-6)
+    if stage == "train":
+        d_off = load_file(str(results[False].checkpoint / "discriminator.safetensors"))
+        d_on = load_file(str(results[True].checkpoint / "discriminator.safetensors"))
+        torch.testing.assert_close(d_on, d_off, rtol=1e-5, atol=1e-6)
+    assert read_metrics(tmp_path / f"{stage}True")[0].keys() == read_metrics(tmp_path / f"{stage}False")[0].keys()
+
+
+def test_bf16_reference_and_chunked_rollout_in_a_gad_step(tiny_model, teacher_set, tmp_path, monkeypatch):
+    """train.reference_dtype=bf16 loads the reference in bf16 and the KL metric stays finite;
+    rollout.micro_batch_size splits the step's prompts over ceil(P / micro) generate calls."""
+    built = spy_roles(monkeypatch)
+    calls: list[int] = []
+    from gad.rollout import HFRollout
+
+    real = HFRollout._generate
+    monkeypatch.setattr(HFRollout, "_generate", lambda self, prompts, n: calls.append(len(prompts)) or real(self, prompts, n))
+    stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", train__reference_dtype="bf16",
+                         rollout__micro_batch_size=3, train__max_steps=1))
+    [roles] = built
+    assert {p.dtype for p in roles.reference.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in roles.generator.parameters()} == {torch.float32}  # only the reference
+    assert calls == [3, 1]  # 4 prompts, 3 per call
+    [row] = read_metrics(tmp_path / "t")
+    assert math.isfinite(row["policy/kl"]) and math.isfinite(row["policy/loss"])
 
 
 def test_sft_gradient_is_that_of_the_token_mean_nll(tiny_model, teacher_set, tmp_path, monkeypatch):

@@ -13,7 +13,13 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from gad.config import Config
-from gad.models import Discriminator, load_causal_lm, resolve_model
+from gad.models import (
+    Discriminator,
+    enable_gradient_checkpointing,
+    load_causal_lm,
+    load_reference,
+    resolve_model,
+)
 from gad.rollout import HFRollout, RolloutEngine
 
 NEEDS_DISCRIMINATOR = ("warmup", "train", "offpolicy")
@@ -85,14 +91,17 @@ def build_roles(cfg: Config, initial_generator: str, generator_path: str, discri
     generator, tokenizer = load_causal_lm(generator_path)  # fp32 master weights
     reference = None
     if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
-        reference, _ = load_causal_lm(initial_generator)
-        reference.requires_grad_(False).eval()
+        reference = load_reference(initial_generator, cfg.train.reference_dtype)
     discriminator = None
     if cfg.stage in NEEDS_DISCRIMINATOR:
         if discriminator_path:
             discriminator = Discriminator.load(discriminator_path)
         else:
             discriminator = Discriminator.from_backbone(resolve_model(cfg.discriminator.model or initial_generator))
+    if cfg.train.gradient_checkpointing:
+        for model in (generator, discriminator):
+            if model is not None:
+                enable_gradient_checkpointing(model)
     g_opt, g_sched = _optimizer(generator.parameters(), cfg.generator.lr, cfg.generator.weight_decay, cfg.generator.lr_warmup_steps)
     generator, g_opt = accelerator.prepare(generator, g_opt)
     optimizers, schedulers = {"gen": g_opt}, {"gen": g_sched}
@@ -108,6 +117,7 @@ def build_roles(cfg: Config, initial_generator: str, generator_path: str, discri
         rollout = HFRollout(
             accelerator.unwrap_model(generator), tokenizer.pad_token_id, tokenizer.eos_token_id,
             cfg.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, autocast=accelerator.autocast,
+            micro_batch_size=cfg.rollout.micro_batch_size,
         )
     return Roles(cfg, accelerator, tokenizer, generator, reference, discriminator, rollout, optimizers,
                  schedulers, initial_generator=initial_generator)

@@ -131,8 +131,8 @@ def sequence_logprobs(
     R = seqs.response_ids.shape[1]
     logits = model(
         input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, position_ids=seqs.position_ids,
-        logits_to_keep=R + 1,
-    ).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+        logits_to_keep=R + 1, use_cache=False,  # one pass, no decoding: a KV cache would be built for nothing
+    ).logits[:, :-1].float()  # (B, R, V): position P-1+t predicts response token t; fp32 from bf16 logits
     if temperature != 1.0:
         logits = logits / temperature
     logprobs = losses.token_logprobs(logits, seqs.response_ids)
