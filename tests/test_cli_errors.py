@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +247,26 @@ def test_sigterm_stops_a_teacher_collection_like_ctrl_c(fake_api, tmp_path):
     assert p.returncode == 0, p.stderr
     assert sorted(stored_ids(out)) == [f"p{i:05d}" for i in range(40)]
     assert all(api.count(f"prompt {int(i[1:])}") == 1 for i in kept)  # nothing answered was asked again
+
+
+def test_a_multi_process_launch_is_refused_before_anything_is_touched(tiny_model, teacher_set, tmp_path):
+    """Under torchrun with 2 processes, each process stops with one line, exit 2, before the run
+    folder exists or a model loads (each process's stderr is kept apart by torchrun's --redirects)."""
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "--log-dir", str(logs), "--redirects", "2",
+                        "-m", "gad.cli", "seqkd", *overrides(tiny_model, teacher_set, out)],
+                       capture_output=True, text=True, env=env, timeout=240)
+    assert p.returncode != 0
+    texts = [err.read_text() for err in sorted(logs.rglob("stderr.log"))]
+    assert len(texts) == 2, p.stderr  # one per process
+    # The first process to stop makes torchrun end the other (SIGTERM), which may not have got
+    # there yet: it says it was interrupted, or nothing if it was still starting.
+    refused = [t for t in texts if "gad seqkd: error: launched as 2 processes (WORLD_SIZE=2)" in t]
+    assert refused, texts
+    for t in refused:
+        one_line_error(t, "seqkd")
+    assert all("Traceback" not in t for t in texts)
+    assert "exitcode  : 2" in p.stderr  # torchrun's report of its children
+    assert not out.exists()

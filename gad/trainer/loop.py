@@ -18,6 +18,7 @@ from gad.data import batch_indices, encode_teacher_set, read_teacher_set
 from gad.errors import UserError
 from gad.models import resolve_model
 from gad.trainer import checkpoint as ckpt
+from gad.trainer.parallel import require_one_process
 from gad.trainer.roles import build_roles
 from gad.trainer.steps import PromptBatch, gad_step, seqkd_step, warmup_step
 from gad.trainer.timing import PhaseTimer
@@ -98,6 +99,7 @@ def run_stage(cfg: Config, resume: bool = False) -> RunResult:
     """Run one stage (``cfg.stage``) to the end, or continue it from its newest checkpoint."""
     from accelerate.utils import set_seed
 
+    require_one_process(cfg.stage)  # before anything is read or written: every process gets here
     cfg.validate()
     run_dir = Path(cfg.train.output_dir)
     ckpt_dir = run_dir / "checkpoints"
