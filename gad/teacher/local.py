@@ -105,5 +105,5 @@ def too_long(prompt_tokens: int, max_new_tokens: int, context: int | None) -> st
     if context is None or prompt_tokens + max_new_tokens <= context:
         return None
     return (f"context length exceeded: the model's maximum context length is {context} tokens; this request "
-            f"needs {prompt_tokens + max_new_tokens} ({prompt_tokens} in the messages, {max_new_tokens} for "
+            f"needs {prompt_tokens + max_new_tokens} ({prompt_tokens} in the messages, {max_new_tokens} in "
             "the completion). Shorten the prompt or lower --max-tokens")

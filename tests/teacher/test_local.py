@@ -124,3 +124,19 @@ def test_prompt_too_long_for_the_local_model_is_set_aside(tiny_model, tmp_path):
     [row] = [json.loads(line) for line in open(tmp_path / "t.rejected.jsonl")]
     assert row["id"] == "p1" and f"maximum context length is {context} tokens" in row["reason"]
     assert collect(reqs, backend, out, progress=False).skipped == 3
+
+
+def test_adjacent_prompts_too_long_for_the_local_model_do_not_stop_the_run(tiny_model, tmp_path):
+    """Three long prompts in a row, with the backend's default token budget (no max_tokens set): each
+    is too long by itself (its refusal says so, as vLLM's does), so each is set aside and the run goes on."""
+    from gad.teacher.api import prompt_too_long
+
+    model, tokenizer = tiny_model
+    context = model.config.max_position_embeddings
+    backend = LocalBackend(GenerationSettings(model="tiny"), model, tokenizer, batch_size=1, device="cpu")
+    backend.max_new_tokens = backend.rollout.max_new_tokens = 4  # a budget well inside the context
+    texts = ["hello"] + ["the cat sat " * (context // 3)] * 3 + ["what is two plus two"]
+    reqs = [ChatRequest(id=f"p{i}", messages=[{"role": "user", "content": t + f" {i}"}]) for i, t in enumerate(texts)]
+    summary = collect(reqs, backend, tmp_path / "t.jsonl", progress=False)
+    assert (summary.done, summary.rejected, summary.stopped) == (2, 3, None)
+    assert all(prompt_too_long(reason, None) for reason in summary.rejections.values())
