@@ -159,6 +159,14 @@ class TrainConfig:
         numbers exactly (the KL values move by about bf16's rounding).
     max_bad_steps: stop after this many consecutive steps whose loss or gradient was NaN/inf.
     tensorboard: also log to ``output_dir/tensorboard``.
+    parallel: ``none``, ``ddp`` or ``fsdp2``: how K processes started by ``torchrun`` or ``accelerate
+        launch`` share the work. ``ddp`` keeps whole models in each process and averages gradients;
+        ``fsdp2`` shards parameters, gradients and optimizer state across them (needed at 7B: about
+        250 GB of state in full fine-tuning). ``batch_size`` stays the global number of prompts (a
+        multiple of K, as is a mini-batch); each process takes whole prompt groups, and an update
+        equals the one-process update on the same batch. ``none`` under K > 1 processes is refused.
+        Checkpoints of ``ddp``/``fsdp2`` runs are sharded (``torch.distributed.checkpoint``) and resume
+        under any number of processes.
     """
 
     output_dir: str = "runs/gad"
@@ -175,6 +183,7 @@ class TrainConfig:
     reference_dtype: str = "fp32"
     max_bad_steps: int = 3
     tensorboard: bool = True
+    parallel: str = "none"
 
 
 @dataclass
@@ -245,6 +254,7 @@ class Config:
         need(t.max_steps > 0 or t.epochs > 0, "train.epochs: must be > 0 when train.max_steps is 0")
         need(self.discriminator.loss in ("bt", "bce"), f"discriminator.loss: must be 'bt' or 'bce', got {self.discriminator.loss!r}")
         need(t.mixed_precision in ("fp32", "bf16"), f"train.mixed_precision: must be 'fp32' or 'bf16', got {t.mixed_precision!r}")
+        need(t.parallel in ("none", "ddp", "fsdp2"), f"train.parallel: must be 'none', 'ddp' or 'fsdp2', got {t.parallel!r}")
         need(t.reference_dtype in ("fp32", "bf16"), f"train.reference_dtype: must be 'fp32' or 'bf16', got {t.reference_dtype!r}")
         if self.stage in ("warmup", "train", "offpolicy"):
             need(r.n >= 2, f"rollout.n: group advantages and D's pairs need at least 2 samples per prompt, got {r.n}")

@@ -207,9 +207,10 @@ class Discriminator(nn.Module):
 
         return cls(from_pretrained(AutoModel, resolve_model(name_or_path), dtype=dtype))
 
-    def save(self, path: str | Path) -> None:
-        """One safetensors file; the backbone's config rides in its metadata so it rebuilds alone."""
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+    def save(self, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """One safetensors file; the backbone's config rides in its metadata so it rebuilds alone.
+        ``state``: the weights to write, when gathered from shards (default: this module's own)."""
+        state = {k: v.detach().contiguous() for k, v in (state if state is not None else self.state_dict()).items()}
         save_file(state, str(path), metadata={"format": "pt", "backbone_config": self.config.to_json_string()})
 
     @classmethod

@@ -1,9 +1,13 @@
 """Checkpoints: one ``step-NNNNNN/`` bundle, written to a temporary folder and renamed into place.
 
 A bundle holds ``generator/`` (an HF folder: safetensors + tokenizer, servable as is),
-``discriminator.safetensors``, and ``state.pt`` (optimizers, schedulers, RNG, step, data
-position), which loads with ``weights_only=True``. A kill at any moment leaves either the old
-bundle or the new one, never half of one.
+``discriminator.safetensors``, and ``state.pt`` (schedulers, RNG, step, data position), which
+loads with ``weights_only=True``. Optimizer state is in ``state.pt`` for a one-process run
+(``parallel: none``); under ``ddp``/``fsdp2`` every process writes its shards of the models and
+optimizers into ``shards/`` (``torch.distributed.checkpoint``, read back by :mod:`gad.trainer.shards`
+under any number of processes) and rank 0 writes the rest, the models gathered whole. Rank 0 names
+the temporary folder and renames it after every process has written. A kill at any moment leaves
+either the old bundle or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gad.errors import InputNotFound
+from gad.errors import InputNotFound, UserError
+from gad.trainer import shards
+from gad.trainer.parallel import unwrap
 from gad.trainer.roles import Roles
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -72,27 +78,49 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(run_dir: Path, step: int, roles: Roles, loop_state: dict[str, Any], keep_last: int) -> Path:
     """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep_last``."""
+    world = roles.world
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / checkpoint_name(step)
-    tmp = ckpt_dir / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    acc = roles.accelerator
-    acc.unwrap_model(roles.generator).save_pretrained(tmp / "generator", safe_serialization=True)
-    roles.tokenizer.save_pretrained(tmp / "generator")
-    if roles.discriminator is not None:
-        acc.unwrap_model(roles.discriminator).save(tmp / "discriminator.safetensors")
-    state = {
-        **loop_state,
-        "step": step,
-        "optimizers": {k: o.state_dict() for k, o in roles.optimizers.items()},
-        "schedulers": {k: s.state_dict() for k, s in roles.schedulers.items()},
-        "rng": rng_state(),
-        "initial_generator": roles.initial_generator,
-    }
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, "stage": roles.cfg.stage, "saved_at": time.time()}))
+    tmp = ckpt_dir / world.broadcast_object(f".tmp-{checkpoint_name(step)}-{os.getpid()}")  # rank 0's name
+    if world.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    world.barrier()
+    generator_state = world.full_state_dict(roles.generator)  # collectives: every process takes part
+    disc_state = world.full_state_dict(roles.discriminator) if roles.discriminator is not None else None
+    if world.distributed:
+        shards.save(tmp / "shards", roles.models(), roles.optimizers)
+    if world.distributed:  # each process's random streams, for a resume under as many processes
+        torch.save(rng_state(), tmp / f"rng-rank{world.rank}.pt")
+    world.barrier()
+    if world.is_main:
+        unwrap(roles.generator).save_pretrained(tmp / "generator", state_dict=generator_state, safe_serialization=True)
+        roles.tokenizer.save_pretrained(tmp / "generator")
+        if roles.discriminator is not None:
+            unwrap(roles.discriminator).save(tmp / "discriminator.safetensors", state=disc_state)
+        state = {
+            **loop_state,
+            "step": step,
+            "schedulers": {k: s.state_dict() for k, s in roles.schedulers.items()},
+            "rng": rng_state(),
+            "world_size": world.size,
+            "parallel": world.mode,
+            "initial_generator": roles.initial_generator,
+        }
+        if not world.distributed:
+            state["optimizers"] = {k: o.state_dict() for k, o in roles.optimizers.items()}
+        torch.save(state, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({
+            "step": step, "stage": roles.cfg.stage, "saved_at": time.time(), "processes": world.size,
+            "parallel": world.mode,
+        }))
+        _move_into_place(tmp, final, ckpt_dir, keep_last)
+    world.barrier()  # no process goes on (or reads the checkpoint) before it is in place
+    return final
+
+
+def _move_into_place(tmp: Path, final: Path, ckpt_dir: Path, keep_last: int) -> None:
     if final.exists():  # re-saving a step (e.g. after a resume): swap, never leave a gap
         old = ckpt_dir / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)
@@ -102,20 +130,44 @@ def save_checkpoint(run_dir: Path, step: int, roles: Roles, loop_state: dict[str
         os.replace(tmp, final)
     for stale in list_checkpoints(ckpt_dir)[:-keep_last]:
         shutil.rmtree(stale)
-    return final
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
     return torch.load(ckpt / "state.pt", weights_only=True)
 
 
-def restore(roles: Roles, state: dict[str, Any]) -> None:
-    """Optimizer, scheduler and RNG state; the weights were loaded when the roles were built."""
-    for k, o in roles.optimizers.items():
-        o.load_state_dict(state["optimizers"][k])
+class ResumeError(UserError):
+    """A checkpoint this run cannot continue from."""
+
+
+def restore(roles: Roles, state: dict[str, Any], ckpt: Path) -> str:
+    """Optimizer, scheduler and RNG state (the weights were loaded when the roles were built; a
+    sharded checkpoint loads them again from its shards). Returns a note when the RNG could not be
+    restored (a different number of processes)."""
+    world = roles.world
+    if "optimizers" in state:  # a one-process checkpoint
+        if world.mode == "fsdp2":
+            raise ResumeError(
+                f"{ckpt}: saved by a one-process run (train.parallel=none), whose optimizer state is not "
+                "sharded; resume it with train.parallel=none or ddp"
+            )
+        for k, o in roles.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+    else:
+        shards.load(ckpt / "shards", roles.models(), roles.optimizers)
     for k, s in roles.schedulers.items():
         s.load_state_dict(state["schedulers"][k])
-    set_rng_state(state["rng"])
+    saved_by = state.get("world_size", 1)
+    if saved_by == world.size:
+        own = ckpt / f"rng-rank{world.rank}.pt"
+        set_rng_state(torch.load(own, weights_only=True) if own.exists() else state["rng"])
+        return ""
+    seed = roles.cfg.train.seed + 1_000_003 * world.rank + state["step"]
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return (f"saved by {saved_by} processes, resumed by {world.size}: weights, optimizer and data order "
+            "continue exactly; the sampling random streams start afresh")
 
 
 def clean_partial(ckpt_dir: Path) -> None:

@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gad.config import Config, save_config
 from gad.data import batch_indices, encode_teacher_set, read_teacher_set
 from gad.errors import UserError
 from gad.models import resolve_model
 from gad.trainer import checkpoint as ckpt
-from gad.trainer.parallel import require_one_process
+from gad.trainer import parallel
 from gad.trainer.roles import build_roles
 from gad.trainer.steps import PromptBatch, gad_step, seqkd_step, warmup_step
 from gad.trainer.timing import PhaseTimer
-from gad.trainer.tracking import MetricsLogger
+from gad.trainer.tracking import MetricsLogger, NullLogger
 
 StepFn = Callable[[int, PromptBatch, Any, PhaseTimer], dict[str, float]]
 
@@ -96,14 +98,28 @@ def graceful_interrupts() -> Iterator[_Interrupts]:
 
 
 def run_stage(cfg: Config, resume: bool = False) -> RunResult:
-    """Run one stage (``cfg.stage``) to the end, or continue it from its newest checkpoint."""
+    """Run one stage (``cfg.stage``) to the end, or continue it from its newest checkpoint.
+
+    Under ``torchrun``/``accelerate launch`` every process runs this with the same config; each
+    trains on its share of every batch (``train.parallel``) and rank 0 alone writes the run folder.
+    """
+    world = parallel.setup(cfg.train.parallel, cfg.stage)  # before anything is read or written
+    try:
+        return _run_stage(cfg, resume, world)
+    finally:
+        world.close()
+
+
+def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     from accelerate.utils import set_seed
 
-    require_one_process(cfg.stage)  # before anything is read or written: every process gets here
     cfg.validate()
+    world.check_batch(cfg.train.batch_size, cfg.mini_batch_size)
     run_dir = Path(cfg.train.output_dir)
     ckpt_dir = run_dir / "checkpoints"
-    ckpt.clean_partial(ckpt_dir)
+    if world.is_main:
+        ckpt.clean_partial(ckpt_dir)
+    world.barrier()
     existing = ckpt.list_checkpoints(ckpt_dir)
     if existing and not resume:
         raise RunExistsError(
@@ -113,7 +129,7 @@ def run_stage(cfg: Config, resume: bool = False) -> RunResult:
 
     # Data first: a malformed row stops the run before any model is loaded.
     rows, stats = read_teacher_set(cfg.data.train_file, cfg.data.skip_bad_rows)
-    for msg in stats.bad_row_messages[:5]:
+    for msg in stats.bad_row_messages[:5] if world.is_main else []:
         print(f"gad: skipped malformed row: {msg}", file=sys.stderr)
 
     state: dict[str, Any] | None = None
@@ -132,25 +148,32 @@ def run_stage(cfg: Config, resume: bool = False) -> RunResult:
         initial = gen_path = resolve_model(cfg.generator.model)
         disc_path = cfg.discriminator.init or None
 
-    set_seed(cfg.train.seed)
-    roles = build_roles(cfg, initial, gen_path, disc_path)
+    set_seed(cfg.train.seed)  # the same initial weights (D's head) in every process
+    roles = build_roles(cfg, initial, gen_path, disc_path, world)
+    if world.rank:  # different samples in each process; rank 0 keeps the one-process stream
+        set_seed(cfg.train.seed + 1_000_003 * world.rank)
     examples, stats = encode_teacher_set(
         rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats
     )
     total_steps, step_fn = stage_plan(cfg, len(examples))
     start = 0
     if state is not None:
-        ckpt.restore(roles, state)
+        note = ckpt.restore(roles, state, existing[-1])
+        if note and world.is_main:
+            print(f"gad {cfg.stage}: {note}", file=sys.stderr)
         start = state["step"]
     bad_in_a_row = state.get("bad_in_a_row", 0) if state else 0
     bad_total = state.get("bad_total", 0) if state else 0
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    print(f"gad {cfg.stage}: {stats.summary()}", file=sys.stderr)
-    print(f"gad {cfg.stage}: generator {gen_path} on {roles.device}; steps {start}→{total_steps}; "
-          f"run folder {run_dir}", file=sys.stderr)
-    logger = MetricsLogger(run_dir, total_steps, start, cfg.train.tensorboard, desc=cfg.stage)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        where = f"{world.size} processes ({world.mode}, {roles.device.type})" if world.distributed else str(roles.device)
+        print(f"gad {cfg.stage}: {stats.summary()}", file=sys.stderr)
+        print(f"gad {cfg.stage}: generator {gen_path} on {where}; steps {start}→{total_steps}; "
+              f"run folder {run_dir}", file=sys.stderr)
+    logger = (MetricsLogger(run_dir, total_steps, start, cfg.train.tensorboard, desc=cfg.stage)
+              if world.is_main else NullLogger())
     last_ckpt = existing[-1] if existing else None
     step = start
     interrupted = False
@@ -166,17 +189,18 @@ def run_stage(cfg: Config, resume: bool = False) -> RunResult:
         with graceful_interrupts() as interrupts:
             for step in range(start, total_steps):
                 idx = batch_indices(step, cfg.train.batch_size, len(examples), cfg.train.seed)
-                batch = PromptBatch([examples[i] for i in idx])
+                batch = PromptBatch([examples[i] for i in world.share(idx, cfg.mini_batch_size)])  # this process's groups
                 timer = PhaseTimer()
                 t0 = time.perf_counter()
                 metrics = step_fn(step, batch, roles, timer)
-                metrics.update(timer.metrics())
-                metrics["time/step"] = time.perf_counter() - t0
+                metrics.update(timer.metrics(world))
+                metrics["time/step"] = float(world.max(torch.tensor([time.perf_counter() - t0]))[0])
                 skipped = any(metrics.get(f"{k}/skipped_update", 0.0) for k in ("gen", "disc"))
                 bad_in_a_row = bad_in_a_row + 1 if skipped else 0
                 bad_total += int(skipped)
                 metrics["guard/bad_steps_total"] = float(bad_total)
-                logger.log(step + 1, metrics, {"batch_ids": batch.ids, "epoch": step * cfg.train.batch_size // len(examples)})
+                logger.log(step + 1, metrics, {"batch_ids": [examples[i].id for i in idx],
+                                               "epoch": step * cfg.train.batch_size // len(examples)})
                 if skipped:
                     logger.write(f"gad: step {step + 1}: NaN/inf loss or gradient, update skipped "
                                  f"({bad_in_a_row} in a row, {bad_total} in all)")
@@ -186,9 +210,10 @@ def run_stage(cfg: Config, resume: bool = False) -> RunResult:
                         f"{cfg.train.max_bad_steps}); stopped (lower the learning rates?). Last good checkpoint: {last_ckpt or 'none'}"
                     )
                 done = step + 1
-                if done % cfg.train.save_every == 0 or done == total_steps or interrupts.requested:
+                stop = world.any(interrupts.requested)  # a signal seen by one process stops them all here
+                if done % cfg.train.save_every == 0 or done == total_steps or stop:
                     last_ckpt = save(done)
-                if interrupts.requested:
+                if stop:
                     interrupted = True
                     step = done
                     break
@@ -197,6 +222,7 @@ def run_stage(cfg: Config, resume: bool = False) -> RunResult:
     finally:
         logger.close()
     where = f"checkpoint {last_ckpt}" if last_ckpt else "no checkpoint"
-    print(f"gad {cfg.stage}: {'interrupted at' if interrupted else 'finished'} step {step}; {where}; "
-          f"metrics {run_dir / 'metrics.jsonl'}", file=sys.stderr)
+    if world.is_main:
+            print(f"gad {cfg.stage}: {'interrupted at' if interrupted else 'finished'} step {step}; {where}; "
+              f"metrics {run_dir / 'metrics.jsonl'}", file=sys.stderr)
     return RunResult(run_dir, step, last_ckpt, interrupted)

@@ -1,20 +1,48 @@
-"""Processes: how many the launcher started, and what the trainer does about it.
+"""Processes: how many the launcher started, which share of a step each takes, and the few
+collectives the step needs. The GAD step itself knows nothing of ranks; it asks :class:`World`.
 
-The trainer runs in one process today. ``torchrun`` and ``accelerate launch`` start K processes and
-tell each through ``WORLD_SIZE``; run as they are, all K would train on the same batches and write
-into the same run folder. So a launch of more than one process stops before any file is touched or
-any model loads. (Data-parallel and sharded training belong in this module when they come.)
+``train.parallel``:
+
+- ``none``: one process, as gad always ran. Launched as several, it stops before anything is read.
+- ``ddp``: ``torch.nn.parallel.DistributedDataParallel``: every process holds whole models and
+  gradients are averaged across processes after each backward pass.
+- ``fsdp2``: ``torch.distributed.fsdp.fully_shard`` per decoder layer, then the root: parameters,
+  gradients and optimizer state are split across processes; compute in bf16 when
+  ``train.mixed_precision: bf16``, master weights and the gradient reduction in fp32.
+
+Launch with ``torchrun`` or ``accelerate launch`` (configs in ``configs/accelerate/``): both give
+each process ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` and start the same CLI; the process group is
+NCCL on GPUs and gloo on CPU. A parallel mode in a single unlaunched process runs with a
+one-process group, so its checkpoints and results are those of the same mode under K processes.
+
+How K processes equal one: ``train.batch_size`` stays the global number of prompts; each
+optimizer step's prompts (a mini-batch) are cut into K equal runs of whole prompt groups, one per
+process. Every loss is normalised by a count over all processes (groups, tokens), and since
+DDP/FSDP2 average gradients over the K processes, :meth:`World.backward` scales the loss by K to
+make that average the global sum. Metrics are sums and weights reduced across processes; every
+decision (skip an update, stop on NaN, stop on Ctrl-C) is taken on a value all processes share.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
 
 from gad.errors import UserError
 
+MODES = ("none", "ddp", "fsdp2")
+
 
 class LaunchError(UserError):
-    """A launch the trainer cannot honour (several processes, while it trains in one)."""
+    """A launch the trainer cannot honour (several processes with ``parallel: none``, a world size the
+    process group does not see, a batch that does not split into whole groups per process)."""
 
 
 def launched_world_size() -> int:
@@ -26,12 +54,244 @@ def launched_world_size() -> int:
         raise LaunchError(f"WORLD_SIZE={value!r}: not a number of processes") from None
 
 
-def require_one_process(stage: str) -> None:
-    """Stop, in every process, when launched as several: nothing is read or written first."""
+def require_one_process(stage: str, mode: str = "none") -> None:
+    """Stop, in every process, when launched as several with ``parallel: none``: nothing is read or written first."""
     world = launched_world_size()
-    if world > 1:
+    if world > 1 and mode == "none":
         raise LaunchError(
-            f"launched as {world} processes (WORLD_SIZE={world}), but `gad {stage}` trains in one process: "
-            "each would train on the same batches and write into the same run folder. Run it without "
-            "torchrun / accelerate launch, as one process (multi-process training is not built yet)"
+            f"launched as {world} processes (WORLD_SIZE={world}), but train.parallel is 'none': each process "
+            f"would train on the same batches and write into the same run folder. Set train.parallel=ddp "
+            f"(whole models in each process) or train.parallel=fsdp2 (sharded), or run `gad {stage}` as one "
+            "process without torchrun / accelerate launch"
         )
+
+
+@dataclass
+class World:
+    """This process's place among the K: its rank, the device it computes on, and the collectives."""
+
+    mode: str = "none"
+    rank: int = 0
+    size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    owns_group: bool = False  # this World created the process group (and destroys it at close)
+    mesh: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.mode != "none"
+
+    # -- the data split ----------------------------------------------------------------------
+
+    def check_batch(self, batch_size: int, mini_batch_size: int) -> None:
+        if batch_size % self.size or mini_batch_size % self.size:
+            raise LaunchError(
+                f"train.batch_size {batch_size} (mini-batch {mini_batch_size} prompts) does not split into "
+                f"whole prompt groups over {self.size} processes: use a multiple of {self.size}"
+            )
+
+    def share(self, items: list[Any], mini_batch_size: int) -> list[Any]:
+        """This process's part of a step's prompts: of each mini-batch (one optimizer step), the
+        ``rank``-th of K equal runs, so every optimizer step sees the same prompts as in one process."""
+        part = mini_batch_size // self.size
+        return [x for start in range(0, len(items), mini_batch_size)
+                for x in items[start + self.rank * part : start + (self.rank + 1) * part]]
+
+    # -- collectives (no-ops in one process) -----------------------------------------------------
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.size == 1:
+            return values
+        out = values.detach().to(self._comm_device, torch.float64).clone()
+        dist.all_reduce(out)
+        return out.to(values.device, values.dtype)
+
+    def total(self, value: float) -> float:
+        """A count summed over all processes (e.g. the tokens of a mini-batch: a loss normaliser)."""
+        return float(self.sum(torch.tensor([value], dtype=torch.float64))[0]) if self.size > 1 else value
+
+    def max(self, values: torch.Tensor) -> torch.Tensor:
+        if self.size == 1:
+            return values
+        out = values.detach().to(self._comm_device, torch.float64).clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        return out.to(values.device, values.dtype)
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """Every process's ``values`` (same shape everywhere), concatenated in rank order along dim 0."""
+        if self.size == 1:
+            return values
+        parts = [torch.empty_like(values, device=self._comm_device) for _ in range(self.size)]
+        dist.all_gather(parts, values.detach().to(self._comm_device).contiguous())
+        return torch.cat(parts).to(values.device)
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when it is true on one: a decision all processes take together."""
+        return bool(self.max(torch.tensor([float(flag)]))[0]) if self.size > 1 else flag
+
+    def all(self, flag: bool) -> bool:
+        return not self.any(not flag)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every process (small picklable values made in this run, e.g. a temp name)."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def mean_metrics(self, sums: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+        """Weighted means over all processes' micro-batches (keys sorted: the same order everywhere)."""
+        keys = sorted(sums)
+        if self.size > 1:
+            packed = self.sum(torch.tensor([[sums[k], weights[k]] for k in keys], dtype=torch.float64).view(-1, 2))
+            sums = {k: float(packed[i, 0]) for i, k in enumerate(keys)}
+            weights = {k: float(packed[i, 1]) for i, k in enumerate(keys)}
+        return {k: sums[k] / max(weights[k], 1e-12) for k in keys}
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate a loss normalised by global counts: DDP/FSDP2 average gradients over the K
+        processes, so the loss is scaled by K to make the average the sum over all processes."""
+        (loss * self.size if self.size > 1 else loss).backward()
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    # -- models ------------------------------------------------------------------------------
+
+    def prepare_trainable(self, model: nn.Module, mixed_precision: str) -> nn.Module:
+        """Place a model that trains: on the device, then wrapped (DDP) or sharded (FSDP2)."""
+        model.to(self.device)
+        if self.mode == "ddp":
+            from torch.nn.parallel import DistributedDataParallel
+
+            return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.mode == "fsdp2":
+            self._shard(model, mixed_precision)
+        return model
+
+    def prepare_frozen(self, model: nn.Module, mixed_precision: str) -> nn.Module:
+        """Place a model that never trains (the reference): replicated under DDP, sharded under FSDP2."""
+        model.to(self.device)
+        if self.mode == "fsdp2":
+            self._shard(model, mixed_precision)
+        return model
+
+    def _shard(self, model: nn.Module, mixed_precision: str) -> None:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16 if mixed_precision == "bf16" else None, reduce_dtype=torch.float32
+        )
+        for layer in decoder_layers(model):
+            fully_shard(layer, mesh=self.mesh, mp_policy=policy)
+        fully_shard(model, mesh=self.mesh, mp_policy=policy)
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
+        """Clip to a norm over the whole model (all shards, under FSDP2); returns the norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_norm)
+        if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
+            norm = norm.full_tensor()
+        return float(norm)
+
+    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The whole model's state on rank 0's CPU (collective under FSDP2); None in one process,
+        where the model saves itself."""
+        if self.mode == "none":
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    @contextlib.contextmanager
+    def generation(self, model: nn.Module) -> Iterator[None]:
+        """Whole parameters for the length of a ``generate`` call. Under FSDP2 every shard is gathered
+        once and kept until the call ends, so processes that decode a different number of tokens run no
+        collective in between (a per-forward all-gather would hang when one finishes first)."""
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)] if self.mode == "fsdp2" else []
+        for m in units:
+            m.set_reshard_after_forward(False)
+            m.unshard()
+        try:
+            yield
+        finally:
+            for m in units:
+                m.reshard()
+                m.set_reshard_after_forward(True)
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+ONE_PROCESS = World()
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks a model names as not to be split (transformers' ``_no_split_modules``)."""
+    names: set[str] = set()
+    for m in model.modules():
+        names.update(getattr(m, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself: DDP's ``.module``; a sharded model is its own (FSDP2 wraps in place)."""
+    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+
+
+def setup(mode: str, stage: str) -> World:
+    """The world this process trains in, with the process group up when ``mode`` is not ``none``.
+
+    Every process calls this first: a launch the config cannot honour stops in all of them before
+    anything is read or written.
+    """
+    if mode not in MODES:
+        raise LaunchError(f"train.parallel: must be one of {', '.join(MODES)}, got {mode!r}")
+    require_one_process(stage, mode)
+    if mode == "none":
+        return World()
+    size = launched_world_size()
+    cuda = torch.cuda.is_available()
+    owns = False
+    if not dist.is_initialized():
+        backend = "nccl" if cuda else "gloo"
+        if "MASTER_ADDR" in os.environ and "RANK" in os.environ:
+            dist.init_process_group(backend)
+        elif size == 1:  # not launched: a one-process group, so the mode runs as it would under K
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        else:
+            raise LaunchError(f"WORLD_SIZE={size} but no RANK/MASTER_ADDR: launch with torchrun or accelerate launch")
+        owns = True
+    if dist.get_world_size() != size:
+        seen = dist.get_world_size()
+        if owns:
+            dist.destroy_process_group()
+        raise LaunchError(
+            f"the launcher started {size} processes (WORLD_SIZE) but the process group has {seen}: "
+            "launch with torchrun --nproc_per_node K or accelerate launch --num_processes K (not --cpu, "
+            "which starts one process)"
+        )
+    rank = dist.get_rank()
+    device = torch.device("cpu")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device.type, (size,)) if mode == "fsdp2" else None
+    return World(mode=mode, rank=rank, size=size, device=device, owns_group=owns, mesh=mesh)
+

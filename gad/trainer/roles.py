@@ -6,6 +6,8 @@ Built in one place from the config, so a stage never constructs a model itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ from gad.models import (
     resolve_model,
 )
 from gad.rollout import HFRollout, RolloutEngine
+from gad.trainer.parallel import ONE_PROCESS, World, unwrap
 
 NEEDS_DISCRIMINATOR = ("warmup", "train", "offpolicy")
 NEEDS_REFERENCE = ("train", "offpolicy")
@@ -29,7 +32,7 @@ NEEDS_REFERENCE = ("train", "offpolicy")
 @dataclass
 class Roles:
     cfg: Config
-    accelerator: Any
+    world: World
     tokenizer: Any
     generator: Any
     reference: Any | None
@@ -41,7 +44,7 @@ class Roles:
 
     @property
     def device(self) -> torch.device:
-        return self.accelerator.device
+        return self.world.device
 
     @property
     def pad_id(self) -> int:
@@ -52,18 +55,24 @@ class Roles:
         return self.tokenizer.eos_token_id
 
     def autocast(self) -> Any:
-        return self.accelerator.autocast()
+        """bf16 autocast for the compute under ``train.mixed_precision: bf16`` (weights stay fp32)."""
+        bf16 = self.cfg.train.mixed_precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.world.backward(loss)
 
     def models(self) -> dict[str, Any]:
-        return {"gen": self.generator, "disc": self.discriminator}
+        """The models that train, by optimizer name."""
+        return {k: m for k, m in (("gen", self.generator), ("disc", self.discriminator)) if m is not None}
 
     def step_optimizer(self, name: str, loss_value: float) -> dict[str, float]:
         """Clip, then step — unless the loss or the gradient is NaN/inf, in which case the update is
         dropped (gradients zeroed, parameters and optimizer state untouched) and counted."""
         model, opt = self.models()[name], self.optimizers[name]
         clip = self.cfg.generator.grad_clip if name == "gen" else self.cfg.discriminator.grad_clip
-        grad_norm = float(self.accelerator.clip_grad_norm_(model.parameters(), clip))
-        ok = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        grad_norm = self.world.clip_grad_norm(model, clip)  # over all processes' gradients
+        ok = self.world.all(math.isfinite(loss_value) and math.isfinite(grad_norm))
         if ok:
             opt.step()
             self.schedulers[name].step()
@@ -78,16 +87,18 @@ def _optimizer(params: Any, lr: float, weight_decay: float, warmup: int) -> tupl
     return opt, sched
 
 
-def build_roles(cfg: Config, initial_generator: str, generator_path: str, discriminator_path: str | None) -> Roles:
-    """Load every model a stage needs and wrap them for the current device(s).
+def build_roles(
+    cfg: Config, initial_generator: str, generator_path: str, discriminator_path: str | None,
+    world: World = ONE_PROCESS,
+) -> Roles:
+    """Load every model a stage needs and place them on this process's device (wrapped or sharded
+    as ``world.mode`` says); optimizers are built on the placed parameters.
 
     ``initial_generator`` is where the stage started (the reference for the KL term, and D's
     default backbone); ``generator_path``/``discriminator_path`` are what to load now, which differ
     from it when resuming.
     """
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(mixed_precision="no" if cfg.train.mixed_precision == "fp32" else cfg.train.mixed_precision)
+    mp = cfg.train.mixed_precision
     generator, tokenizer = load_causal_lm(generator_path)  # fp32 master weights
     reference = None
     if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
@@ -102,22 +113,28 @@ def build_roles(cfg: Config, initial_generator: str, generator_path: str, discri
         for model in (generator, discriminator):
             if model is not None:
                 enable_gradient_checkpointing(model)
+    generator = world.prepare_trainable(generator, mp)
     g_opt, g_sched = _optimizer(generator.parameters(), cfg.generator.lr, cfg.generator.weight_decay, cfg.generator.lr_warmup_steps)
-    generator, g_opt = accelerator.prepare(generator, g_opt)
     optimizers, schedulers = {"gen": g_opt}, {"gen": g_sched}
     if discriminator is not None:
         d_cfg = cfg.discriminator
+        discriminator = world.prepare_trainable(discriminator, mp)
         d_opt, d_sched = _optimizer(discriminator.parameters(), d_cfg.lr, d_cfg.weight_decay, d_cfg.lr_warmup_steps)
-        discriminator, d_opt = accelerator.prepare(discriminator, d_opt)
         optimizers["disc"], schedulers["disc"] = d_opt, d_sched
     if reference is not None:
-        reference = reference.to(accelerator.device)
+        reference = world.prepare_frozen(reference, mp)
     rollout = None
     if cfg.stage in NEEDS_DISCRIMINATOR:
+        policy = unwrap(generator)
+
+        @contextmanager
+        def sampling() -> Iterator[None]:
+            with world.generation(policy), torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=mp == "bf16"):
+                yield
+
         rollout = HFRollout(
-            accelerator.unwrap_model(generator), tokenizer.pad_token_id, tokenizer.eos_token_id,
-            cfg.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p, autocast=accelerator.autocast,
-            micro_batch_size=cfg.rollout.micro_batch_size,
+            policy, tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.max_new_tokens, cfg.rollout.temperature,
+            cfg.rollout.top_p, autocast=sampling, micro_batch_size=cfg.rollout.micro_batch_size,
         )
-    return Roles(cfg, accelerator, tokenizer, generator, reference, discriminator, rollout, optimizers,
+    return Roles(cfg, world, tokenizer, generator, reference, discriminator, rollout, optimizers,
                  schedulers, initial_generator=initial_generator)

@@ -1,7 +1,10 @@
 """One step of each stage. ``gad_step`` is the algorithm; the rest are the phases it is made of.
 
-Every phase works on the groups this process holds and reduces nothing across processes, so the
-same code runs under data parallelism with each process taking its share of prompts.
+Under K processes each works on its own whole prompt groups (``batch`` is this process's share).
+Where a phase needs the whole batch it asks ``roles.world``: loss normalisers are global counts
+(``world.total``), metrics are reduced over processes (``MetricAverager.result(world)``,
+``world.gather``), and ``roles.backward`` turns the processes' averaged gradients into the sum.
+In one process all of these are the identity.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from gad import losses
 from gad.batch import SeqBatch, pack
 from gad.data import Example
+from gad.trainer.parallel import World
 from gad.trainer.roles import Roles
 from gad.trainer.timing import PhaseTimer
 
@@ -49,7 +53,10 @@ class MetricAverager:
             self.sums[k] += v * weight
             self.weights[k] += weight
 
-    def result(self) -> Metrics:
+    def result(self, world: World | None = None) -> Metrics:
+        """The means; with ``world``, over every process's micro-batches (a collective)."""
+        if world is not None:
+            return world.mean_metrics(self.sums, self.weights)
         return {k: self.sums[k] / max(self.weights[k], 1e-12) for k in self.sums}
 
 
@@ -88,12 +95,13 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
     seqs = pack([p for p in batch.prompts for _ in range(n)], samples, roles.pad_id, roles.eos_id)
     g_metrics = policy_phase(roles, seqs, advantages.flatten(), timer)
 
+    all_rewards = roles.world.gather(rewards)  # (every process's groups, N)
     return {
         **d_metrics, **g_metrics,
-        "reward/mean": rewards.mean().item(),
-        "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-        "reward/group_std": rewards.std(dim=1).mean().item(),
-        **response_stats(samples, roles.eos_id),
+        "reward/mean": all_rewards.mean().item(),
+        "reward/std": all_rewards.std().item() if all_rewards.numel() > 1 else 0.0,
+        "reward/group_std": all_rewards.std(dim=1).mean().item(),
+        **response_stats(samples, roles.eos_id, roles.world),
     }
 
 
@@ -107,7 +115,7 @@ def warmup_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, train_gener
     _, metrics = discriminator_phase(roles, batch, samples, timer, update=True)
     if train_generator:
         metrics.update(sft_phase(roles, batch, timer))
-    return {**metrics, **response_stats(samples, roles.eos_id)}
+    return {**metrics, **response_stats(samples, roles.eos_id, roles.world)}
 
 
 def seqkd_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer) -> Metrics:
@@ -157,6 +165,7 @@ def discriminator_phase(
     """
     cfg, D = roles.cfg, roles.discriminator
     n, n_groups = cfg.rollout.n, len(batch.examples)
+    all_groups = n_groups * roles.world.size  # every process holds the same number of groups
     loss_fn = losses.DISCRIMINATOR_LOSSES[cfg.discriminator.loss]
     groups_per_micro = max(1, cfg.train.micro_batch_size // (n + 1))
     rewards = torch.zeros(n_groups, n)
@@ -180,9 +189,9 @@ def discriminator_phase(
         avg.add(m, weight=len(exs))
         if update:
             with timer.phase("disc_update"):
-                roles.accelerator.backward(loss * len(exs) / n_groups)
-    metrics = avg.result()
-    metrics["disc/truncated_samples"] = float(truncated)
+                roles.backward(loss * len(exs) / all_groups)
+    metrics = avg.result(roles.world)
+    metrics["disc/truncated_samples"] = roles.world.total(truncated)
     if update:
         with timer.phase("disc_update"):
             metrics.update(roles.step_optimizer("disc", metrics["disc/loss"]))
@@ -195,7 +204,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
     generator, n = roles.generator, cfg.rollout.n
     B = len(seqs)
     micro = cfg.train.micro_batch_size
-    mini = cfg.mini_batch_size * n  # sequences per optimizer step
+    mini = cfg.mini_batch_size * n // roles.world.size  # this process's sequences per optimizer step
     use_kl = cfg.algorithm.kl_coef > 0
     temp = cfg.rollout.temperature
     one_update = cfg.algorithm.ppo_epochs == 1 and mini >= B
@@ -219,7 +228,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
     generator.train()
     for _ in range(cfg.algorithm.ppo_epochs):
         for mini_sl in _micro_slices(B, mini):
-            mini_tokens = float(seqs.response_mask[mini_sl].sum())
+            mini_tokens = roles.world.total(float(seqs.response_mask[mini_sl].sum()))  # all processes' tokens
             for sl in _micro_slices(B, micro)[mini_sl.start // micro : math.ceil(mini_sl.stop / micro)]:
                 i = sl.start // micro
                 mb = seqs.rows(sl).to(roles.device)
@@ -234,7 +243,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                         kl_loss, km = losses.kl_penalty(lp, ref_lp[i], mask, normaliser=mini_tokens)
                         loss = loss + cfg.algorithm.kl_coef * kl_loss
                         m.update(km)
-                    roles.accelerator.backward(loss)
+                    roles.backward(loss)
                 tokens = float(mask.sum())
                 m["policy/entropy"] = losses.masked_mean(ent, mask).item()
                 m["policy/loss"] = loss.item() * mini_tokens / max(tokens, 1.0)  # per-token, this slice
@@ -242,13 +251,13 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                 timer.count("policy_update", int(mb.attention_mask.sum()))
             with timer.phase("policy_update"):
                 avg.add(roles.step_optimizer("gen", avg.result()["policy/loss"]))
-    return avg.result()
+    return avg.result(roles.world)
 
 
 def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
     """Token-mean cross-entropy on the teacher responses (EOS included), one optimizer step."""
     seqs = pack(batch.prompts, [e.response_ids for e in batch.examples], roles.pad_id, roles.eos_id)
-    total = float(seqs.response_mask.sum())
+    total = roles.world.total(float(seqs.response_mask.sum()))  # all processes' response tokens
     avg = MetricAverager()
     roles.generator.train()
     for sl in _micro_slices(len(seqs), roles.cfg.train.micro_batch_size):
@@ -256,19 +265,22 @@ def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
         with timer.phase("sft_update"), roles.autocast():
             lp, _ = sequence_logprobs(roles.generator, mb)
             loss, m = losses.sft_loss(lp, mb.response_mask, normaliser=total)
-            roles.accelerator.backward(loss)
+            roles.backward(loss)
         avg.add(m, weight=float(mb.response_mask.sum()))
         timer.count("sft_update", int(mb.attention_mask.sum()))
-    metrics = avg.result()
+    metrics = avg.result(roles.world)
     with timer.phase("sft_update"):
         metrics.update(roles.step_optimizer("gen", metrics["sft/nll"]))
     return metrics
 
 
-def response_stats(samples: list[list[int]], eos_id: int) -> Metrics:
-    lengths = torch.tensor([len(s) for s in samples], dtype=torch.float)
+def response_stats(samples: list[list[int]], eos_id: int, world: World | None = None) -> Metrics:
+    """Length and truncation of the step's samples (every process's, with ``world``)."""
+    stats = torch.tensor([[len(s), float(not s or s[-1] != eos_id)] for s in samples], dtype=torch.float)
+    if world is not None:
+        stats = world.gather(stats)
     return {
-        "gen/response_length_mean": lengths.mean().item(),
-        "gen/response_length_max": lengths.max().item(),
-        "gen/truncation_rate": sum(not s or s[-1] != eos_id for s in samples) / len(samples),
+        "gen/response_length_mean": stats[:, 0].mean().item(),
+        "gen/response_length_max": stats[:, 0].max().item(),
+        "gen/truncation_rate": stats[:, 1].mean().item(),
     }

@@ -6,8 +6,12 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from gad.trainer.parallel import World
 
 
 class PhaseTimer:
@@ -30,9 +34,19 @@ class PhaseTimer:
     def count(self, name: str, tokens: int) -> None:
         self.tokens[name] += tokens
 
-    def metrics(self) -> dict[str, float]:
-        out = {f"time/{k}": v for k, v in self.seconds.items()}
-        for k, n in self.tokens.items():
-            if self.seconds.get(k):
-                out[f"throughput/{k}_tokens_per_s"] = n / self.seconds[k]
+    def metrics(self, world: World | None = None) -> dict[str, float]:
+        """Seconds per phase and tokens/s. With ``world`` (a collective): the slowest process's
+        seconds, since the step waits for it, and every process's tokens."""
+        seconds, tokens = dict(self.seconds), dict(self.tokens)
+        if world is not None and world.size > 1:
+            names = sorted(seconds)
+            slowest = world.max(torch.tensor([seconds[k] for k in names], dtype=torch.float64))
+            seconds = {k: float(v) for k, v in zip(names, slowest)}
+            names = sorted(tokens)
+            summed = world.sum(torch.tensor([tokens[k] for k in names], dtype=torch.float64))
+            tokens = {k: int(v) for k, v in zip(names, summed)}
+        out = {f"time/{k}": v for k, v in seconds.items()}
+        for k, n in tokens.items():
+            if seconds.get(k):
+                out[f"throughput/{k}_tokens_per_s"] = n / seconds[k]
         return out

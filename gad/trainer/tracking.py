@@ -55,6 +55,19 @@ class MetricsLogger:
             self.tb.close()
 
 
+class NullLogger:
+    """What every process but rank 0 logs through: nothing (rank 0 writes the run's one record)."""
+
+    def log(self, step: int, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+        pass
+
+    def write(self, message: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _clean(v: Any) -> Any:
     """JSON has no NaN/inf: write them as strings so the file stays valid JSON."""
     if isinstance(v, float) and not math.isfinite(v):
