@@ -6,6 +6,7 @@ nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -132,22 +133,32 @@ def load_tokenizer(path: str) -> Any:
     return tok
 
 
-def load_causal_lm(name_or_path: str | None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a hub id, HF folder, GGUF file or the default."""
-    from transformers import AutoModelForCausalLM
+def load_causal_lm(
+    name_or_path: str | None, dtype: torch.dtype = torch.float32, weights: bool = True
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a hub id, HF folder, GGUF file or the default.
+
+    ``weights=False``: the model's shape only, on the meta device (no memory, nothing read but the
+    config), for a process that receives its share of the weights from rank 0 (FSDP2).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_model(name_or_path or DEFAULT_MODEL)
-    model = from_pretrained(AutoModelForCausalLM, path, dtype=dtype)
+    if weights:
+        model = from_pretrained(AutoModelForCausalLM, path, dtype=dtype)
+    else:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(from_pretrained(AutoConfig, path), dtype=dtype)
     return model, load_tokenizer(path)
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def load_reference(name_or_path: str, dtype: str = "fp32") -> Any:
+def load_reference(name_or_path: str, dtype: str = "fp32", weights: bool = True) -> Any:
     """The frozen reference policy of the KL term: no gradients, eval mode, weights in ``dtype``
     (``train.reference_dtype``; bf16 halves its memory and loses nothing, since it never trains)."""
-    model, _ = load_causal_lm(name_or_path, DTYPES[dtype])
+    model, _ = load_causal_lm(name_or_path, DTYPES[dtype], weights)
     return model.requires_grad_(False).eval()
 
 
@@ -202,10 +213,15 @@ class Discriminator(nn.Module):
         return self.head(last.to(self.head.weight.dtype)).squeeze(-1)
 
     @classmethod
-    def from_backbone(cls, name_or_path: str, dtype: torch.dtype = torch.float32) -> Discriminator:
-        from transformers import AutoModel
+    def from_backbone(cls, name_or_path: str, dtype: torch.dtype = torch.float32, weights: bool = True) -> Discriminator:
+        """D on a pretrained backbone (``weights=False``: its shape only, on the meta device)."""
+        from transformers import AutoConfig, AutoModel
 
-        return cls(from_pretrained(AutoModel, resolve_model(name_or_path), dtype=dtype))
+        path = resolve_model(name_or_path)
+        if weights:
+            return cls(from_pretrained(AutoModel, path, dtype=dtype))
+        with torch.device("meta"):
+            return cls(AutoModel.from_config(from_pretrained(AutoConfig, path), dtype=dtype))
 
     def save(self, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
         """One safetensors file; the backbone's config rides in its metadata so it rebuilds alone.
@@ -214,7 +230,7 @@ class Discriminator(nn.Module):
         save_file(state, str(path), metadata={"format": "pt", "backbone_config": self.config.to_json_string()})
 
     @classmethod
-    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> Discriminator:
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32, weights: bool = True) -> Discriminator:
         from safetensors import safe_open
         from transformers import AutoConfig, AutoModel
 
@@ -224,8 +240,10 @@ class Discriminator(nn.Module):
             raise ModelLoadError(f"{path}: not a gad discriminator (no backbone_config in its metadata)")
         cfg_dict = json.loads(meta["backbone_config"])
         config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
-        disc = cls(AutoModel.from_config(config, dtype=dtype))
-        disc.load_state_dict(load_file(str(path)))
+        with torch.device("meta") if not weights else contextlib.nullcontext():
+            disc = cls(AutoModel.from_config(config, dtype=dtype))
+        if weights:
+            disc.load_state_dict(load_file(str(path)))
         return disc
 
 

@@ -85,6 +85,13 @@ class World:
     def distributed(self) -> bool:
         return self.mode != "none"
 
+    @property
+    def reads_weights(self) -> bool:
+        """Whether this process reads model weights from disk. Under FSDP2 with several processes only
+        rank 0 does; the others build each model's shape on the meta device and receive their shards
+        from rank 0 when it is sharded, so host memory does not grow with K."""
+        return not (self.mode == "fsdp2" and self.rank > 0)
+
     # -- the data split ----------------------------------------------------------------------
 
     def check_batch(self, batch_size: int, mini_batch_size: int) -> None:
@@ -170,7 +177,8 @@ class World:
 
     def prepare_trainable(self, model: nn.Module, mixed_precision: str) -> nn.Module:
         """Place a model that trains: on the device, then wrapped (DDP) or sharded (FSDP2)."""
-        model.to(self.device)
+        if self.reads_weights:  # a model on the meta device gets its memory when sharded
+            model.to(self.device)
         if self.mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel
 
@@ -181,20 +189,32 @@ class World:
 
     def prepare_frozen(self, model: nn.Module, mixed_precision: str) -> nn.Module:
         """Place a model that never trains (the reference): replicated under DDP, sharded under FSDP2."""
-        model.to(self.device)
+        if self.reads_weights:
+            model.to(self.device)
         if self.mode == "fsdp2":
             self._shard(model, mixed_precision)
         return model
 
     def _shard(self, model: nn.Module, mixed_precision: str) -> None:
+        """``fully_shard`` each decoder layer, then the root; with several processes, rank 0's weights
+        (the only ones read) are then broadcast into every process's shards."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         policy = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16 if mixed_precision == "bf16" else None, reduce_dtype=torch.float32
         )
+        full = model.state_dict() if self.is_main and self.size > 1 else {}  # rank 0's weights, not copied
         for layer in decoder_layers(model):
             fully_shard(layer, mesh=self.mesh, mp_policy=policy)
         fully_shard(model, mesh=self.mesh, mp_policy=policy)
+        if self.size == 1:
+            return
+        if not self.reads_weights:
+            model.to_empty(device=self.device)  # meta → uninitialised memory for this process's shards
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        for buffer in model.buffers():  # not sharded, and some are not in the state dict (rotary frequencies)
+            dist.broadcast(buffer.data, src=0)
 
     def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
         """Clip to a norm over the whole model (all shards, under FSDP2); returns the norm before clipping."""

@@ -99,16 +99,17 @@ def build_roles(
     from it when resuming.
     """
     mp = cfg.train.mixed_precision
-    generator, tokenizer = load_causal_lm(generator_path)  # fp32 master weights
+    weights = world.reads_weights  # False: FSDP2 ranks > 0 get their shards from rank 0
+    generator, tokenizer = load_causal_lm(generator_path, weights=weights)  # fp32 master weights
     reference = None
     if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
-        reference = load_reference(initial_generator, cfg.train.reference_dtype)
+        reference = load_reference(initial_generator, cfg.train.reference_dtype, weights)
     discriminator = None
     if cfg.stage in NEEDS_DISCRIMINATOR:
         if discriminator_path:
-            discriminator = Discriminator.load(discriminator_path)
+            discriminator = Discriminator.load(discriminator_path, weights=weights)
         else:
-            discriminator = Discriminator.from_backbone(resolve_model(cfg.discriminator.model or initial_generator))
+            discriminator = Discriminator.from_backbone(resolve_model(cfg.discriminator.model or initial_generator), weights=weights)
     if cfg.train.gradient_checkpointing:
         for model in (generator, discriminator):
             if model is not None:

@@ -57,7 +57,9 @@ def main(model: str, data: str, out: str, mode: str) -> None:
     examples = examples[:PROMPTS]
     roles.rollout = ReplayRollout(replay_table(examples, len(roles.tokenizer), roles.eos_id))
     batch = PromptBatch([examples[i] for i in world.share(list(range(PROMPTS)), MINI)])
+    replayed = roles.rollout.generate(batch.prompts, N)
     metrics = gad_step(batch, roles, PhaseTimer())
+    lengths = world.gather(torch.tensor([sum(map(len, replayed)) / len(replayed)]))  # each process's mean
     states = {}
     for name, m in roles.models().items():
         full = world.full_state_dict(m)
@@ -67,7 +69,8 @@ def main(model: str, data: str, out: str, mode: str) -> None:
         for name, sd in states.items():
             save_file({k: v.detach().float().contiguous().clone() for k, v in sd.items()}, f"{out}/{name}.safetensors")
         (Path(out) / "metrics.json").write_text(json.dumps(
-            {**metrics, "local_prompts": len(batch.examples), "processes": world.size}))
+            {**metrics, "local_prompts": len(batch.examples), "processes": world.size,
+             "local_response_length": lengths.tolist()}))
     world.barrier()
     world.close()
 

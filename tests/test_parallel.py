@@ -1,0 +1,202 @@
+"""Data-parallel and sharded training under real multi-process launches (torchrun, gloo on CPU):
+K processes make the update one process makes on the same global batch, write one run folder,
+and resume under any number of processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gad import stages
+from gad.config import load_config
+from gad.errors import UserError
+from gad.trainer import parallel
+from gad.trainer.shards import SafeReader, UnsafeCheckpointError
+from gad.trainer.tracking import read_metrics
+from tests.test_trainer import overrides
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def torchrun(*args: object, nproc: int = 2, **kw) -> subprocess.Popen:
+    return subprocess.Popen([str(TORCHRUN), "--standalone", "--nproc_per_node", str(nproc), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, **kw)
+
+
+def finish(p: subprocess.Popen, timeout: float = 300) -> str:
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, err[-4000:]
+    return err
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (torchrun starts its workers in their own sessions)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for q in tree:
+        try:
+            os.kill(q, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+# --- one step: K processes == one process ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def step_inputs(tiny_model, tmp_path_factory):
+    from tests.conftest import make_teacher_set
+
+    root = tmp_path_factory.mktemp("step")
+    data = make_teacher_set(root / "teacher.jsonl")
+    one = root / "one"
+    p = subprocess.Popen([sys.executable, "-m", "tests.parallel.step_worker", tiny_model, data, one, "none"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    finish(p)
+    return data, one
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_one_gad_step_on_two_processes_equals_one_process(mode, tiny_model, step_inputs, tmp_path):
+    """The same global batch of 4 prompts x 4 replayed responses, 2 optimizer steps for G (mini-batch
+    of 2 prompts), micro-batches of 2, KL to a reference; rank 1's responses are shorter than rank
+    0's, so the processes hold different token counts and a per-process normaliser would differ."""
+    data, one = step_inputs
+    out = tmp_path / mode
+    finish(torchrun("-m", "tests.parallel.step_worker", tiny_model, data, out, mode))
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, out))
+    assert m2["processes"] == 2 and m2["local_prompts"] == 2 and m1["local_prompts"] == 4
+    rank0_len, rank1_len = m2["local_response_length"]
+    assert rank1_len < rank0_len / 2
+    initial = load_file(str(tiny_model / "model.safetensors"))
+    for name in ("gen", "disc"):
+        a, b = load_file(str(one / f"{name}.safetensors")), load_file(str(out / f"{name}.safetensors"))
+        assert max_diff(a, b) < 1e-5, name
+    gen = load_file(str(one / "gen.safetensors"))
+    assert max_diff({k: gen[k] for k in initial}, initial) > 1e-5  # the step did move the weights
+    logged = [k for k in m1 if not k.startswith(("time/", "throughput/", "local_", "processes"))]
+    assert {"disc/loss", "policy/loss", "policy/kl", "reward/mean", "gen/response_length_mean"} <= set(logged)
+    for k in logged:
+        assert abs(m1[k] - m2[k]) <= 1e-5 * max(1.0, abs(m1[k])), (k, m1[k], m2[k])
+
+
+# --- whole runs through the CLI -------------------------------------------------------------------
+
+
+def test_two_process_cli_run_writes_one_run_folder(tiny_model, teacher_set, tmp_path):
+    """GAD under FSDP2 with 2 processes: one run folder, one row per step, a servable generator,
+    sharded optimizer state, no temporary folders."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "runs" / "gad"
+    err = finish(torchrun("-m", "gad.cli", "train", *overrides(tiny_model, teacher_set, out, train__parallel="fsdp2")))
+    assert "2 processes (fsdp2, cpu)" in err
+    assert err.count("gad train: finished step 2") == 1  # rank 0 alone reports
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["gad"]
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(len(r["batch_ids"]) == 4 for r in rows)  # the global batch, not one process's half
+    ckpt = out / "checkpoints" / "step-000002"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000002"]
+    assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
+    model = AutoModelForCausalLM.from_pretrained(ckpt / "generator")
+    assert max_diff(model.state_dict(), AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()) > 0
+    assert (ckpt / "discriminator.safetensors").exists() and (ckpt / "shards" / ".metadata").exists()
+    assert json.loads((ckpt / "meta.json").read_text())["processes"] == 2
+
+
+STEPS = 30
+
+
+def seqkd_args(tiny_model, teacher_set, out, mode):
+    return ["seqkd", *overrides(tiny_model, teacher_set, out, train__max_steps=STEPS, train__save_every=3,
+                                train__micro_batch_size=1, train__parallel=mode)]
+
+
+def test_killed_two_process_run_resumes_under_two_and_one_process(tiny_model, teacher_set, tmp_path):
+    """A 2-process run is SIGKILLed mid-run; its last checkpoint resumes under 2 processes and,
+    resharded, under 1, and both end with the weights of an uninterrupted one-process run."""
+    full = stages.seqkd(load_config(None, seqkd_args(tiny_model, teacher_set, tmp_path / "full", "none")[1:]))
+    expected = load_file(str(full.checkpoint / "generator" / "model.safetensors"))
+
+    killed = tmp_path / "killed"
+    p = torchrun("-m", "gad.cli", *seqkd_args(tiny_model, teacher_set, killed, "ddp"))
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        metrics = killed / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
+            break
+        assert p.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.01)
+    kill_tree(p.pid)  # torchrun and both workers, mid-step
+    p.communicate(timeout=60)
+    last = sorted((killed / "checkpoints").glob("step-*"))[-1]
+    assert 1 <= int(last.name.split("-")[1]) < STEPS
+    single = tmp_path / "single"
+    shutil.copytree(killed, single)
+
+    finish(torchrun("-m", "gad.cli", *seqkd_args(tiny_model, teacher_set, killed, "ddp"), "--resume"))
+    p = subprocess.run([sys.executable, "-m", "gad.cli", *seqkd_args(tiny_model, teacher_set, single, "ddp"), "--resume"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "saved by 2 processes, resumed by 1" in p.stderr
+    for run in (killed, single):
+        assert [r["step"] for r in read_metrics(run)] == list(range(1, STEPS + 1))
+        got = load_file(str(run / "checkpoints" / f"step-{STEPS:06d}" / "generator" / "model.safetensors"))
+        assert max_diff(got, expected) < 1e-5, run.name
+        assert not [q for q in run.rglob("*") if q.name.startswith((".tmp-", ".old-"))]
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+
+def test_a_batch_that_does_not_split_into_whole_groups_is_refused():
+    world = parallel.World(rank=0, size=3)
+    with pytest.raises(parallel.LaunchError, match="whole prompt groups over 3 processes"):
+        world.check_batch(4, 4)
+    assert parallel.World(rank=1, size=2).share(list(range(8)), 4) == [2, 3, 6, 7]
+
+
+def test_a_one_process_checkpoint_is_not_resumed_sharded(tiny_model, teacher_set, tmp_path):
+    out = tmp_path / "run"
+    stages.seqkd(load_config(None, overrides(tiny_model, teacher_set, out)))
+    cfg = load_config(None, overrides(tiny_model, teacher_set, out, train__max_steps=3, train__parallel="fsdp2"))
+    with pytest.raises(UserError, match="saved by a one-process run"):
+        stages.seqkd(cfg, resume=True)
+
+
+def test_checkpoint_metadata_that_names_other_code_is_not_loaded(tmp_path):
+    """DCP's metadata is a pickle: one that names anything but DCP's own records is refused unread."""
+    import pickle
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / ".metadata").write_bytes(pickle.dumps(print))
+    with pytest.raises(UnsafeCheckpointError, match="builtins.print"):
+        SafeReader(str(folder)).read_metadata()
+
