@@ -40,8 +40,8 @@ def finish(p: subprocess.Popen, timeout: float = 300) -> str:
     return err
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants (torchrun starts its workers in their own sessions)."""
+def descendants(pid: int) -> list[int]:
+    """A process and all its descendants (torchrun starts its workers in their own sessions)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -53,7 +53,11 @@ def kill_tree(pid: int) -> None:
     while todo:
         tree.append(todo.pop())
         todo += children.get(tree[-1], [])
-    for q in tree:
+    return tree
+
+
+def kill_tree(pid: int) -> None:
+    for q in descendants(pid):
         try:
             os.kill(q, signal.SIGKILL)
         except ProcessLookupError:
@@ -200,3 +204,52 @@ def test_checkpoint_metadata_that_names_other_code_is_not_loaded(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="builtins.print"):
         SafeReader(str(folder)).read_metadata()
 
+
+
+def test_accelerate_launch_with_the_shipped_config_runs_the_same_code(tiny_model, teacher_set, tmp_path):
+    """`accelerate launch` (configs/accelerate/8gpu.yaml, 2 processes here) ends in the same trainer."""
+    out = tmp_path / "run"
+    config = Path(__file__).parents[1] / "configs" / "accelerate" / "8gpu.yaml"
+    p = subprocess.run([str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config),
+                        "--num_processes", "2", "-m", "gad.cli", "seqkd",
+                        *overrides(tiny_model, teacher_set, out, train__parallel="ddp")],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "on 2 processes (ddp, cpu)" in p.stderr
+    assert [r["step"] for r in read_metrics(out)] == [1, 2]
+
+
+def test_a_signal_to_one_process_stops_every_process_after_the_same_step(tiny_model, teacher_set, tmp_path):
+    """SIGTERM reaches rank 1 only: both processes finish that step, save one checkpoint together
+    and stop; the run folder holds exactly the steps of that checkpoint."""
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    p = torchrun("--log-dir", logs, "--redirects", "2", "-m", "gad.cli",
+                 *seqkd_args(tiny_model, teacher_set, out, "ddp")[:-1], "train.max_steps=400", "train.parallel=ddp")
+    deadline = time.time() + 240
+    while not ((out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
+        assert time.time() < deadline and p.poll() is None, "the run ended before the signal"
+        time.sleep(0.01)
+    rank1 = [pid for pid in descendants(p.pid) if b"RANK=1\x00" in Path(f"/proc/{pid}/environ").read_bytes()
+             and b"gad.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(rank1) == 1
+    os.kill(rank1[0], signal.SIGTERM)
+    p.communicate(timeout=120)
+    errs = {f.parent.name: f.read_text() for f in logs.rglob("stderr.log")}
+    assert "interrupt received" in errs["1"] and "interrupt received" not in errs["0"]
+    ckpts = sorted((out / "checkpoints").glob("step-*"))
+    step = int(ckpts[-1].name.split("-")[1])
+    assert 3 <= step < 400
+    assert f"gad seqkd: interrupted at step {step};" in errs["0"], errs["0"][-2000:]  # rank 0 reports
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, step + 1))
+    assert (ckpts[-1] / "shards" / ".metadata").exists() and (ckpts[-1] / "rng-rank1.pt").exists()
+    assert not [q for q in out.rglob("*") if q.name.startswith((".tmp-", ".old-"))]
+
+
+def test_a_world_size_without_a_launcher_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(parallel.LaunchError, match="no RANK/MASTER_ADDR: launch with torchrun"):
+        parallel.setup("ddp", "train")
+    with pytest.raises(parallel.LaunchError, match="train.parallel is 'none'"):
+        parallel.setup("none", "train")
