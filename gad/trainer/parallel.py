@@ -164,10 +164,18 @@ class World:
             weights = {k: float(packed[i, 1]) for i, k in enumerate(keys)}
         return {k: sums[k] / max(weights[k], 1e-12) for k in keys}
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, model: nn.Module, last: bool = True) -> None:
         """Back-propagate a loss normalised by global counts: DDP/FSDP2 average gradients over the K
-        processes, so the loss is scaled by K to make the average the sum over all processes."""
-        (loss * self.size if self.size > 1 else loss).backward()
+        processes, so the loss is scaled by K to make the average the sum over all processes.
+
+        Under DDP the gradients are all-reduced once, with the last micro-batch of an optimizer step
+        (``no_sync`` before it). FSDP2 reduce-scatters every micro-batch's gradients as they come,
+        which keeps only 1/K of them in memory.
+        """
+        scaled = loss * self.size if self.size > 1 else loss
+        wait = self.mode == "ddp" and not last
+        with model.no_sync() if wait else contextlib.nullcontext():
+            scaled.backward()
 
     @property
     def _comm_device(self) -> torch.device:

@@ -59,8 +59,10 @@ class Roles:
         bf16 = self.cfg.train.mixed_precision == "bf16"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self.world.backward(loss)
+    def backward(self, loss: torch.Tensor, name: str, last: bool = True) -> None:
+        """Back-propagate one micro-batch's loss into model ``name``'s gradients; ``last``: the final
+        micro-batch before that model's optimizer step (the one whose gradients are synchronised)."""
+        self.world.backward(loss, self.models()[name], last)
 
     def models(self) -> dict[str, Any]:
         """The models that train, by optimizer name."""

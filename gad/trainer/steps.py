@@ -172,7 +172,8 @@ def discriminator_phase(
     avg = MetricAverager()
     D.train(update)
     truncated = 0
-    for sl in _micro_slices(n_groups, groups_per_micro):
+    micro_slices = _micro_slices(n_groups, groups_per_micro)
+    for sl in micro_slices:
         exs = batch.examples[sl]
         prompts, responses = [], []
         for g, ex in zip(range(sl.start, sl.stop), exs):
@@ -189,7 +190,7 @@ def discriminator_phase(
         avg.add(m, weight=len(exs))
         if update:
             with timer.phase("disc_update"):
-                roles.backward(loss * len(exs) / all_groups)
+                roles.backward(loss * len(exs) / all_groups, "disc", last=sl == micro_slices[-1])
     metrics = avg.result(roles.world)
     metrics["disc/truncated_samples"] = roles.world.total(truncated)
     if update:
@@ -229,7 +230,8 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
     for _ in range(cfg.algorithm.ppo_epochs):
         for mini_sl in _micro_slices(B, mini):
             mini_tokens = roles.world.total(float(seqs.response_mask[mini_sl].sum()))  # all processes' tokens
-            for sl in _micro_slices(B, micro)[mini_sl.start // micro : math.ceil(mini_sl.stop / micro)]:
+            in_mini = _micro_slices(B, micro)[mini_sl.start // micro : math.ceil(mini_sl.stop / micro)]
+            for sl in in_mini:
                 i = sl.start // micro
                 mb = seqs.rows(sl).to(roles.device)
                 with timer.phase("policy_update"), roles.autocast():
@@ -243,7 +245,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                         kl_loss, km = losses.kl_penalty(lp, ref_lp[i], mask, normaliser=mini_tokens)
                         loss = loss + cfg.algorithm.kl_coef * kl_loss
                         m.update(km)
-                    roles.backward(loss)
+                    roles.backward(loss, "gen", last=sl == in_mini[-1])
                 tokens = float(mask.sum())
                 m["policy/entropy"] = losses.masked_mean(ent, mask).item()
                 m["policy/loss"] = loss.item() * mini_tokens / max(tokens, 1.0)  # per-token, this slice
@@ -260,12 +262,13 @@ def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
     total = roles.world.total(float(seqs.response_mask.sum()))  # all processes' response tokens
     avg = MetricAverager()
     roles.generator.train()
-    for sl in _micro_slices(len(seqs), roles.cfg.train.micro_batch_size):
+    micro_slices = _micro_slices(len(seqs), roles.cfg.train.micro_batch_size)
+    for sl in micro_slices:
         mb = seqs.rows(sl).to(roles.device)
         with timer.phase("sft_update"), roles.autocast():
             lp, _ = sequence_logprobs(roles.generator, mb)
             loss, m = losses.sft_loss(lp, mb.response_mask, normaliser=total)
-            roles.backward(loss)
+            roles.backward(loss, "gen", last=sl == micro_slices[-1])
         avg.add(m, weight=float(mb.response_mask.sum()))
         timer.count("sft_update", int(mb.attention_mask.sum()))
     metrics = avg.result(roles.world)
