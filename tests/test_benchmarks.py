@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 PHASES = ["rollout", "score", "disc_update", "reference", "policy_update"]
 
 
-def load_step_module():
-    spec = importlib.util.spec_from_file_location("bench_step", REPO / "benchmarks" / "step.py")
+def load_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -74,6 +74,35 @@ def test_gpu_check_runs_its_stages_on_cpu(tmp_path: Path) -> None:
     assert stage["result"]["ratio_gad_over_frozen"] > 0
 
 
+def test_gpu_check_keeps_going_past_a_stage_that_hangs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage past its time limit is killed and recorded; the JSON is still written."""
+    check = load_module("gpu_check")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setitem(check.STAGES, "cpu", [("tiny", ["--steps", "1"], 1)])  # cannot even import torch in 1 s
+    out = tmp_path / "check.json"
+    assert check.main(["--device", "cpu", "--out", str(out)]) == 0
+    [stage] = json.loads(out.read_text())["stages"]
+    assert stage["timed_out"] and stage["error"] == "killed at its 1 s limit"
+
+
+def test_out_of_memory_names_the_phase_and_keeps_what_was_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    step = load_module("step")
+
+    def fake_step(batch, roles, timer, update_discriminator):
+        with timer.phase("rollout"):
+            pass
+        with timer.phase("score"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(step, "gad_step", fake_step)
+    with pytest.raises(step.StepOutOfMemory) as e:
+        step.timed_step(None, None, True, cuda=False, response_length=4)
+    assert e.value.phase == "score" and "rollout" in e.value.partial["seconds"]
+    assert "out of memory in phase score" in str(e.value)
+
+
 # The published parameter counts (model cards: SmolLM2-135M; Qwen2.5 0.49B, 1.54B, 7.61B), and the
 # Qwen2.5 cards' non-embedding counts (0.36B, 1.31B, 6.53B): N in the benchmark's FLOP formula.
 DOCUMENTED = {"smollm2-135m": 135e6, "qwen2.5-0.5b": 494e6, "qwen2.5-1.5b": 1.54e9, "qwen2.5-7b": 7.61e9}
@@ -82,7 +111,7 @@ NON_EMBEDDING = {"qwen2.5-0.5b": 0.36e9, "qwen2.5-1.5b": 1.31e9, "qwen2.5-7b": 6
 
 @pytest.mark.parametrize("shape", sorted(DOCUMENTED))
 def test_shapes_have_their_documented_parameter_counts(shape: str) -> None:
-    step = load_step_module()
+    step = load_module("step")
     counts = step.param_counts(step.shape_config(shape))  # built on the meta device: no memory used
     assert counts["generator"] == pytest.approx(DOCUMENTED[shape], rel=0.02)
     if shape in NON_EMBEDDING:
