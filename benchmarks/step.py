@@ -457,7 +457,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rollout-micro-batch-size", type=int, default=0, help="prompts per generate call (0 = all)")
     ap.add_argument("--mixed-precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--gradient-checkpointing", action="store_true")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--device", default="", choices=["cpu", "cuda"], help="default: cuda when a GPU is visible")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's bf16 dense peak "
                     f"(default: known for {', '.join(PEAK_TFLOPS)})")
     ap.add_argument("--model-dir", default="", help="where the random model is saved (reused if it is "
@@ -475,9 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the per-file load/save bars would bury the figures
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before CUDA initialises: the Accelerator then picks the CPU
-    elif not torch.cuda.is_available():
+    if args.device == "cpu":  # hide the GPUs before anything asks CUDA: the Accelerator then picks the CPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ["ACCELERATE_USE_CPU"] = "1"  # and Accelerator() keeps to the CPU even if CUDA was asked first
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no GPU visible")
     tmp = None
     if args.model_dir:
