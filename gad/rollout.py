@@ -26,16 +26,20 @@ class HFRollout:
     ``micro_batch_size``: prompts per ``generate`` call (0 = all in one call). With several calls the
     prompts are sorted by length first, so a call pads little, and the samples are put back in the
     prompts' order.
+    ``min_new_tokens``: EOS is suppressed until a sample has this many tokens (transformers'
+    ``min_new_tokens``); 0 = off. Training leaves it off; ``benchmarks/step.py`` sets it to
+    ``max_new_tokens`` so every sample has exactly that length and step costs compare.
     """
 
     def __init__(
         self, model: Any, pad_id: int, eos_id: int, max_new_tokens: int, temperature: float = 0.8,
-        top_p: float = 1.0, autocast: Any = None, micro_batch_size: int = 0,
+        top_p: float = 1.0, autocast: Any = None, micro_batch_size: int = 0, min_new_tokens: int = 0,
     ):
         self.model, self.pad_id, self.eos_id = model, pad_id, eos_id
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.autocast = autocast or nullcontext
         self.micro_batch_size = micro_batch_size
+        self.min_new_tokens = min_new_tokens
 
     def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
         size = self.micro_batch_size or len(prompts)
@@ -70,7 +74,8 @@ class HFRollout:
             if self.temperature > 0 else {"do_sample": False}
         )
         gen_cfg = GenerationConfig(
-            **decoding, num_return_sequences=n, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_id,
+            **decoding, num_return_sequences=n, max_new_tokens=self.max_new_tokens,
+            min_new_tokens=self.min_new_tokens or None, eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
         )
         was_training, own_defaults = self.model.training, self.model.generation_config

@@ -161,6 +161,24 @@ def test_sampled_rollout_in_chunks_keeps_groups_with_their_prompts(tiny_model):
     assert [sampled[i * 3 : (i + 1) * 3] for i in range(7)] == [[g] * 3 for g in greedy]
 
 
+def test_rollout_min_new_tokens_suppresses_eos_until_then(tiny_model):
+    """benchmarks/step.py's fixed lengths: at a high temperature EOS is drawn often, yet with
+    ``min_new_tokens = max_new_tokens`` every sample has exactly that many tokens and no EOS."""
+    from gad.rollout import HFRollout
+
+    model, tok = load_causal_lm(str(tiny_model))
+    prompts = varied_prompts(tok)
+    eos = tok.eos_token_id
+
+    def sample(**kw):
+        torch.manual_seed(0)
+        return HFRollout(model, tok.pad_token_id, eos, max_new_tokens=30, temperature=5.0, **kw).generate(prompts, n=8)
+
+    assert any(len(s) < 30 and s[-1] == eos for s in sample())  # EOS ends some samples early ...
+    fixed = sample(min_new_tokens=30)
+    assert all(len(s) == 30 and eos not in s for s in fixed)  # ... and none when suppressed
+
+
 def test_rollout_with_gradient_checkpointing_keeps_its_cache(tiny_model):
     """Checkpointing acts in training passes only: a rollout from a model left in training mode with
     checkpointing on decodes with the KV cache (one new token per layer call after the prompt), gives
