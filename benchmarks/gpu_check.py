@@ -2,7 +2,7 @@
 
 Each stage runs ``step.py`` in its own process with its own time limit, so a hang or an
 out-of-memory in one stage loses only that stage; the JSON keeps every stage's figures or its
-error. A 7B-shape step cannot fit on one GPU in full mode (G and D with fp32 AdamW states are
+error. The 1.5B stage runs under ``train.parallel=fsdp2``. A 7B-shape step cannot fit on one GPU in full mode (G and D with fp32 AdamW states are
 about 235 GB), so that stage records how far it got: the phases measured before it ran out of
 memory, and which phase did.
 
@@ -37,8 +37,12 @@ STAGES: dict[str, list[tuple[str, list[str], int]]] = {
     "cuda": [
         ("qwen2.5-0.5b", ["--prompts", "8", "--n", "8", "--prompt-length", "256", "--response-length", "256",
                           "--micro-batch-size", "16", "--mixed-precision", "bf16", "--steps", "1"], 90),
+        # The trainer's FSDP2 path (fully_shard per layer, bf16 compute / fp32 master and reduction) on a
+        # one-process NCCL group: one GPU cannot show the sharding's saving, but it runs every code path
+        # a K-GPU run takes except the collectives' traffic.
         ("qwen2.5-1.5b", ["--prompts", "8", "--n", "8", "--prompt-length", "256", "--response-length", "256",
-                          "--micro-batch-size", "16", "--mixed-precision", "bf16", "--steps", "1"], 130),
+                          "--micro-batch-size", "16", "--mixed-precision", "bf16", "--parallel", "fsdp2",
+                          "--steps", "1"], 130),
         ("qwen2.5-7b", ["--prompts", "4", "--n", "4", "--prompt-length", "256", "--response-length", "128",
                         "--micro-batch-size", "4", "--mixed-precision", "bf16", "--gradient-checkpointing",
                         "--steps", "1"], 220),

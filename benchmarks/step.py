@@ -26,10 +26,13 @@ forward. Training phases: D's scoring = 1 forward, D's update = 2 (its backward)
 FLOPs, not hardware FLOPs). The rollout is counted as one forward over its samples and reported
 for reference only (decoding is bound by memory, not FLOPs).
 
-Full-mode memory per process is computed, not measured (the method is printed with it). Measuring
-it under K processes needs the trainer's data-parallel/FSDP2 path: a ``--nproc K`` option would
-relaunch this script under ``torchrun``; ``run_benchmark`` takes no global state so each rank can
-call it.
+Full-mode memory per process is computed for K = 1, 2 and the 7B recipe on 8 GPUs (the method is
+printed with it), and measured under K processes with ``--processes K --parallel ddp|fsdp2``: the
+script relaunches itself under ``torchrun``, each process runs its share of the same batch through
+the trainer's own data-parallel path, and the per-phase figures are the slowest process's seconds
+and the largest process's peak memory.
+
+    python benchmarks/step.py --shape smollm2-135m --processes 2 --parallel fsdp2 --steps 1
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import torch
 
 from gad.config import Config, load_config
 from gad.data import Example
+from gad.trainer import parallel
 from gad.trainer.roles import Roles, build_roles
 from gad.trainer.steps import PromptBatch, gad_step
 from gad.trainer.timing import PhaseTimer
@@ -268,10 +272,12 @@ def make_config(args: argparse.Namespace, model_dir: Path) -> Config:
         f"train.reference_dtype={'bf16' if bf16 else 'fp32'}",
         f"train.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
         f"rollout.micro_batch_size={args.rollout_micro_batch_size}", f"train.seed={args.seed}",
+        f"train.parallel={args.parallel}",
     ], stage="train", check_files=False)
 
 
 def timed_step(roles: Roles, batch: PromptBatch, update: bool, cuda: bool, response_length: int) -> dict[str, Any]:
+    """One step; under K processes, the slowest process's seconds, the largest peak and all tokens."""
     timer = MemoryPhaseTimer(cuda)
     if cuda:
         torch.cuda.synchronize()
@@ -288,11 +294,14 @@ def timed_step(roles: Roles, batch: PromptBatch, update: bool, cuda: bool, respo
     if metrics["gen/response_length_mean"] != response_length or metrics["gen/response_length_max"] != response_length:
         raise RuntimeError(f"samples are not all {response_length} tokens long "
                            f"(mean {metrics['gen/response_length_mean']}): EOS was not suppressed")
-    tokens = dict(timer.tokens)
+    world = roles.world
+    tokens = {k: v * world.size for k, v in timer.tokens.items()}  # equal shares, fixed lengths
     tokens["disc_update"] = tokens["score"] if update else 0  # D's backward goes over the scored tokens
     tokens["reference"] = tokens["policy_update"]  # the reference scores the policy's sequences
-    return {"step_s": wall, "seconds": {p: timer.seconds.get(p, 0.0) for p in PHASES},
-            "tokens": {p: tokens.get(p, 0) for p in PHASES}, "peak_bytes": {p: timer.peak.get(p, 0) for p in PHASES}}
+    seconds = world.max(torch.tensor([wall] + [timer.seconds.get(p, 0.0) for p in PHASES], dtype=torch.float64))
+    peaks = world.max(torch.tensor([timer.peak.get(p, 0) for p in PHASES], dtype=torch.float64))
+    return {"step_s": float(seconds[0]), "seconds": {p: float(v) for p, v in zip(PHASES, seconds[1:])},
+            "tokens": {p: tokens.get(p, 0) for p in PHASES}, "peak_bytes": {p: int(v) for p, v in zip(PHASES, peaks)}}
 
 
 class StepOutOfMemory(Exception):
@@ -324,7 +333,8 @@ def detect_peak_tflops(name: str) -> float | None:
 
 
 def run_benchmark(
-    args: argparse.Namespace, model_dir: Path, progress: Callable[[dict[str, Any]], None] = lambda r: None
+    args: argparse.Namespace, model_dir: Path, progress: Callable[[dict[str, Any]], None] = lambda r: None,
+    world: parallel.World = parallel.ONE_PROCESS,
 ) -> dict[str, Any]:
     """Build the roles, run the interleaved pairs, return every figure (also when out of memory).
 
@@ -341,20 +351,24 @@ def run_benchmark(
         "gradient_checkpointing": args.gradient_checkpointing, "prompts": args.prompts, "n": args.n,
         "prompt_length": args.prompt_length, "response_length": args.response_length,
         "micro_batch_size": args.micro_batch_size, "steps": args.steps, "params": counts,
+        "processes": world.size, "parallel": world.mode,
         "peak_tflops": peak_tflops, "flop_formula": "forward = 2*N*T + 4*L*heads*head_dim*T^2 + 2*V*H per logit "
         "position (per sequence); backward = 2 x forward; N = non-embedding parameters",
         "memory_method": MEMORY_METHOD,
         "memory_computed": {"K=1": state_bytes(counts, 1), "K=2": state_bytes(counts, 2), "recipe_7b": recipe_7b_memory(8)},
     }
     t0 = time.perf_counter()
-    save_random_model(args.shape, model_dir, "cuda" if cuda else "cpu")
-    roles = build_roles(make_config(args, model_dir), str(model_dir), str(model_dir), None)
+    if world.is_main:
+        save_random_model(args.shape, model_dir, "cuda" if cuda else "cpu")
+    world.barrier()
+    roles = build_roles(make_config(args, model_dir), str(model_dir), str(model_dir), None, world)
     roles.rollout.min_new_tokens = args.response_length  # EOS suppressed: every sample is full length
     result["build_s"] = time.perf_counter() - t0
     if cuda:
         result["memory_after_build_bytes"] = torch.cuda.memory_allocated()
     progress({**result, "progress": "built"})
     batch = synthetic_batch(args.prompts, args.prompt_length, args.response_length, config.vocab_size, args.seed)
+    batch = PromptBatch(world.share(batch.examples, args.prompts))  # this process's prompt groups
     runs: dict[str, list[dict[str, Any]]] = {"gad": [], "frozen": []}
     try:
         for i in range(args.steps + 1):  # pair 0 warms up (allocator, kernels) and is discarded
@@ -363,8 +377,9 @@ def run_benchmark(
                 if i > 0:
                     runs[kind].append(step)
                 progress({**result, "progress": f"pair {i}, {kind} step done", "raw": runs})
-                print(f"pair {i}{' (warm-up)' if i == 0 else ''}: {kind} step {step['step_s']:.1f} s",
-                      file=sys.stderr, flush=True)
+                if world.is_main:
+                    print(f"pair {i}{' (warm-up)' if i == 0 else ''}: {kind} step {step['step_s']:.1f} s",
+                          file=sys.stderr, flush=True)
     except StepOutOfMemory as e:
         result["error"] = str(e)
         result["error_phase"] = e.phase
@@ -375,7 +390,7 @@ def run_benchmark(
     for kind, update in (("gad", True), ("frozen", False)):
         flops = phase_flops(config, counts["non_embedding"], args.prompts, args.n, args.prompt_length,
                             args.response_length, update)
-        result[kind] = summarise(runs[kind], flops, peak_tflops * 1e12 if peak_tflops else None)
+        result[kind] = summarise(runs[kind], flops, peak_tflops * 1e12 * world.size if peak_tflops else None)
     result["ratio_gad_over_frozen"] = result["gad"]["step_s"] / result["frozen"]["step_s"]
     result["disc_update_share_of_gad_step"] = result["gad"]["phases"]["disc_update"]["seconds"] / result["gad"]["step_s"]
     return result
@@ -397,6 +412,9 @@ def print_report(r: dict[str, Any]) -> None:
           f"{r['prompts']} prompts x {r['n']} samples, prompt {r['prompt_length']} + response {r['response_length']} "
           f"tokens (fixed), micro-batch {r['micro_batch_size']}; {r['steps']} measured GAD/frozen-D pairs, interleaved "
           f"after 1 warm-up pair; build {r['build_s']:.1f} s")
+    if r["processes"] > 1:
+        print(f"{r['processes']} processes, train.parallel={r['parallel']}: seconds of the slowest process, "
+              "peak memory of the largest (per process), tokens of all")
     if "error" in r:
         print(f"stopped: {r['error']}")
         print("partial (seconds, peak memory) up to the failure:", json.dumps(r["partial"]))
@@ -442,7 +460,7 @@ def print_report(r: dict[str, Any]) -> None:
           f"({rec['rollout_sequences_per_call']} sequences x {rec['tokens_per_sequence']} tokens, bf16) "
           f"{_mem(a['rollout_kv_cache'])}; fp32 logits of one policy micro-batch ({rec['micro_batch_size']} sequences) "
           f"{_mem(a['policy_logits_fp32'])} (x2 with log-softmax); checkpointed layer inputs {_mem(a['checkpointed_layer_inputs'])}")
-    print("  measured K=2: not available yet (needs --nproc K under torchrun with train.parallel)")
+    print("  measured per process: run with --processes K --parallel ddp|fsdp2 (peak columns above)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -464,14 +482,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "already there); default: a temporary folder, removed at the end")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write every figure to this JSON file")
+    ap.add_argument("--parallel", default="none", choices=list(parallel.MODES), help="train.parallel")
+    ap.add_argument("--processes", type=int, default=1, help="processes: relaunches this script under torchrun "
+                    "(the batch is split between them; --prompts must be a multiple)")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.n < 2 or args.response_length < 1 or args.prompt_length < 1:
         ap.error("--steps >= 1, --n >= 2, --prompt-length >= 1 and --response-length >= 1")
+    if args.processes > 1 and (args.parallel == "none" or args.prompts % args.processes):
+        ap.error("--processes K needs --parallel ddp|fsdp2 and --prompts a multiple of K")
     return args
 
 
+def relaunch(args: argparse.Namespace, argv: list[str]) -> int:
+    """This script again, as ``--processes`` processes under torchrun, with a model folder they share."""
+    import subprocess
+
+    model_root = args.model_dir or tempfile.mkdtemp(prefix="gad-step-")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    if args.device != "cuda":
+        env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")  # K processes on shared cores
+    # The arguments travel in the environment: torchrun's own parser would take --n for --nnodes.
+    env[ARGV_ENV] = json.dumps([*argv, "--model-dir", model_root])
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(args.processes),
+           str(Path(__file__).resolve())]
+    try:
+        return subprocess.run(cmd, env=env).returncode
+    finally:
+        if not args.model_dir:
+            shutil.rmtree(model_root, ignore_errors=True)
+
+
+ARGV_ENV = "GAD_STEP_BENCHMARK_ARGV"
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = json.loads(os.environ[ARGV_ENV]) if ARGV_ENV in os.environ else sys.argv[1:]
     args = parse_args(argv)
+    if args.processes > 1 and parallel.launched_world_size() == 1:
+        return relaunch(args, argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the per-file load/save bars would bury the figures
@@ -492,13 +542,16 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(result, indent=1))
 
+    world = parallel.setup(args.parallel, "train")
     try:
-        result = run_benchmark(args, model_dir, write)
+        result = run_benchmark(args, model_dir, write if world.is_main else lambda r: None, world)
     finally:
+        world.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    print_report(result)
-    write(result)
+    if world.is_main:
+        print_report(result)
+        write(result)
     return 3 if "error" in result else 0
 
 

@@ -62,6 +62,28 @@ def test_step_benchmark_tiny_reports_every_phase(tmp_path: Path) -> None:
     assert r["ratio_gad_over_frozen"] == pytest.approx(r["gad"]["step_s"] / r["frozen"]["step_s"])
 
 
+def test_step_benchmark_under_two_processes_measures_each_process(tmp_path: Path) -> None:
+    """--processes 2 relaunches under torchrun; the trainer's FSDP2 path splits the batch, the figures
+    cover all processes' tokens (the same exact counts as one process) and name the mode."""
+    out = tmp_path / "step.json"
+    prompts, n, prompt_len, response_len = 2, 3, 8, 6
+    p = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step.py"), "--shape", "tiny", "--device", "cpu", "--steps", "1",
+         "--prompts", str(prompts), "--n", str(n), "--prompt-length", str(prompt_len),
+         "--response-length", str(response_len), "--micro-batch-size", "4", "--json", str(out),
+         "--processes", "2", "--parallel", "fsdp2"],
+        capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=180,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "2 processes, train.parallel=fsdp2" in p.stdout and p.stdout.count("GAD step / frozen-D step") == 1
+    r = json.loads(out.read_text())
+    assert r["processes"] == 2 and r["parallel"] == "fsdp2"
+    gad = r["gad"]["phases"]
+    assert gad["rollout"]["tokens"] == prompts * n * response_len
+    assert gad["score"]["tokens"] == prompts * (n + 1) * (prompt_len + response_len)
+    assert all(gad[p]["peak_bytes"] > 0 for p in PHASES)
+
+
 def test_gpu_check_runs_its_stages_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
     p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--shapes", "tiny",
