@@ -238,7 +238,15 @@ class World:
             return None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # A tied parameter (the LM head sharing the embedding) is gathered once per name, as separate
+        # copies; keep its first name only, as the model's own save_pretrained would.
+        seen: set[int] = set()
+        for name, param in unwrap(model).named_parameters(remove_duplicate=False):
+            if id(param) in seen:
+                state.pop(name, None)
+            seen.add(id(param))
+        return state
 
     @contextlib.contextmanager
     def generation(self, model: nn.Module) -> Iterator[None]:

@@ -63,7 +63,11 @@ def main(model: str, data: str, out: str, mode: str) -> None:
     states = {}
     for name, m in roles.models().items():
         full = world.full_state_dict(m)
-        states[name] = full if full is not None else parallel.unwrap(m).state_dict()
+        if full is None:  # one process: the model's own state, each tied parameter under its first name
+            full = dict(m.state_dict())
+            for tied in {n for n, _ in m.named_parameters(remove_duplicate=False)} - {n for n, _ in m.named_parameters()}:
+                full.pop(tied)
+        states[name] = full
     if world.is_main:
         Path(out).mkdir(parents=True, exist_ok=True)
         for name, sd in states.items():
