@@ -304,6 +304,28 @@ def timed_step(roles: Roles, batch: PromptBatch, update: bool, cuda: bool, respo
             "tokens": {p: tokens.get(p, 0) for p in PHASES}, "peak_bytes": {p: int(v) for p, v in zip(PHASES, peaks)}}
 
 
+def held_state_bytes(roles: Roles) -> dict[str, int]:
+    """Bytes of weights and optimizer state this process holds after the steps (its shards under
+    FSDP2), counted tensor by tensor: the sharding's saving, free of the allocator's retained pages
+    that peak RSS includes on a CPU. The largest over processes."""
+    def local(t: torch.Tensor) -> int:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        return t.numel() * t.element_size()
+
+    held = {"generator": 0, "discriminator": 0, "reference": 0, "optimizers": 0}
+    for key, model in (("generator", roles.generator), ("discriminator", roles.discriminator),
+                       ("reference", roles.reference)):
+        if model is not None:
+            held[key] = sum(local(p) for p in model.parameters())
+    for opt in roles.optimizers.values():
+        held["optimizers"] += sum(local(v) for state in opt.state.values() for v in state.values()
+                                  if isinstance(v, torch.Tensor))
+    held["total"] = sum(held.values())
+    names = sorted(held)
+    most = roles.world.max(torch.tensor([held[k] for k in names], dtype=torch.float64))
+    return {k: int(v) for k, v in zip(names, most)}
+
+
 class StepOutOfMemory(Exception):
     def __init__(self, timer: MemoryPhaseTimer, error: BaseException):
         super().__init__(f"out of memory in phase {timer.current or '(between phases)'}: {error}")
@@ -387,6 +409,7 @@ def run_benchmark(
         result["steps_done"] = {k: len(v) for k, v in runs.items()}
         return result
     result["raw"] = runs
+    result["held_state_bytes"] = held_state_bytes(roles)
     for kind, update in (("gad", True), ("frozen", False)):
         flops = phase_flops(config, counts["non_embedding"], args.prompts, args.n, args.prompt_length,
                             args.response_length, update)
@@ -446,6 +469,11 @@ def print_report(r: dict[str, Any]) -> None:
         if mfu:
             print(f"MFU against {r['peak_tflops']:.0f} TFLOP/s bf16 dense; rollout's is for reference (decoding). "
                   f"FLOPs: {r['flop_formula']}")
+    if "held_state_bytes" in r:
+        h = r["held_state_bytes"]
+        print(f"held per process (measured, tensor bytes; {r['processes']} process(es), {r['parallel']}): "
+              f"G {_mem(h['generator'])}, D {_mem(h['discriminator'])}, reference {_mem(h['reference'])}, "
+              f"AdamW state {_mem(h['optimizers'])}; total {_mem(h['total'])}")
     m = r["memory_computed"]
     print(f"\nFull-mode memory per process, computed (not measured). {r['memory_method']}")
     for k in ("K=1", "K=2"):
