@@ -305,3 +305,32 @@ def make_tiny_llama(
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+def export_generator(generator: str | Path, out: str | Path, merged: bool = False, dtype: str = "fp32") -> Path:
+    """Write a checkpoint's generator to ``out`` for serving, atomically.
+
+    A LoRA generator (an adapter folder) is written as it is (adapter + tokenizer: ``PeftModel`` and
+    vLLM's ``--enable-lora`` load it on its base) or, ``merged``, as a whole HF model folder with the
+    adapter merged into the base weights, in ``dtype`` (``AutoModelForCausalLM`` and vLLM load it
+    alone). A full fine-tuning generator is already a whole model: it is written in ``dtype``.
+    """
+    src, out = Path(generator), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not empty; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        if is_adapter_folder(src) and not merged:
+            for f in src.iterdir():
+                shutil.copy2(f, tmp / f.name)
+        else:
+            model, tok = load_causal_lm(str(src))  # an adapter folder merges into its base
+            model.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
