@@ -192,3 +192,29 @@ def test_cli_shared_base_gad_run_and_report(tiny_model, teacher_set, tmp_path):
     assert lora.is_adapter_folder(ckpt / "generator")
     assert lora.discriminator_lora_meta(ckpt / "discriminator.safetensors")["r"] == 4
     assert Path(ckpt / "generator" / lora.ADAPTER_WEIGHTS).stat().st_size < 100_000  # the adapter, not the model
+
+
+def test_separate_bases_bf16_base_fp32_adapters(tiny_model, teacher_set, tmp_path):
+    """Without share_base a LoRA D has its own backbone; the generator's still carries the reference.
+    A bf16 base keeps fp32 adapters and head, and trains under bf16 autocast with micro-batches and
+    gradient checkpointing; the bases do not move."""
+    from gad.trainer.steps import gad_step
+    from gad.trainer.timing import PhaseTimer
+
+    cfg = cfg_for("train", tiny_model, teacher_set, tmp_path / "r", generator__lora_r=4, discriminator__lora_r=4,
+                  generator__lora_lr=1e-2, discriminator__lora_lr=1e-2, lora__base_dtype="bf16",
+                  train__mixed_precision="bf16", train__gradient_checkpointing=True, train__micro_batch_size=4)
+    roles = build(cfg, str(tiny_model))
+    gen, ref, disc = roles.generator, roles.reference, roles.discriminator
+    assert disc.model.backbone is not gen.model.base_model and ref.model is gen.model and ref.name is None
+    assert gen.model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in gen.params + disc.params)
+    batch = prompt_batch(cfg, roles)
+    base = base_weights(roles)
+    d_base = {k: p.detach().clone() for k, p in disc.model.backbone.named_parameters() if "lora_" not in k}
+    g0, d0 = snapshot(gen.params), snapshot(disc.params)
+    metrics = gad_step(batch, roles, PhaseTimer())
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert not same(g0, gen.params) and not same(d0, disc.params)
+    assert all(torch.equal(v, base_weights(roles)[k]) for k, v in base.items())
+    assert all(torch.equal(v, dict(disc.model.backbone.named_parameters())[k]) for k, v in d_base.items())
