@@ -176,7 +176,7 @@ def test_shared_base_config_errors(tiny_model, teacher_set, tmp_path):
     with pytest.raises(ConfigError, match="discriminator.model"):
         cfg_for("warmup", tiny_model, teacher_set, tmp_path, **SHARED, discriminator__model=str(tiny_model))
     cfg = cfg_for("seqkd", tiny_model, teacher_set, tmp_path, generator__lora_r=4)
-    assert cfg.generator.effective_lr == 5e-5 and cfg_for("seqkd", tiny_model, teacher_set, tmp_path).generator.effective_lr == 1e-3  # overrides() sets lr
+    assert cfg.generator.effective_lr == 1e-5 and cfg_for("seqkd", tiny_model, teacher_set, tmp_path).generator.effective_lr == 1e-3  # overrides() sets lr
 
 
 def test_cli_shared_base_gad_run_and_report(tiny_model, teacher_set, tmp_path):
