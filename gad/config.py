@@ -57,7 +57,9 @@ class GeneratorConfig:
     lr_warmup_steps: linear learning-rate warm-up, then constant.
     lora_r: LoRA rank; 0 (default) = full fine-tuning. > 0: the model's weights stay frozen and a
         LoRA adapter (peft) trains instead; checkpoints then hold the adapter, not the model. See
-        :class:`LoraConfig` for the shared-base mode.
+        :class:`LoraConfig` for the shared-base mode. An adapter loaded from a checkpoint
+        (``train.init_from``, ``--resume``) keeps the rank, alpha and targets it was made with; these
+        settings shape fresh adapters.
     lora_alpha: LoRA scaling numerator (the update is ``alpha / r · B A``); 0 = ``2 · lora_r``.
     lora_dropout: dropout on the adapter's input during training (0 = none).
     lora_target_modules: ``all-linear`` (every linear layer of the decoder blocks, not the output
