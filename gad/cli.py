@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "offpolicy": "gad.commands.stages",
     "demo": "gad.commands.demo",
     "report": "gad.commands.report",
+    "export": "gad.commands.export",
     "eval": "gad.commands.eval",
     "eval-compare": "gad.commands.eval_compare",
     "humaneval": "gad.commands.humaneval",

@@ -55,6 +55,21 @@ class GeneratorConfig:
     weight_decay: AdamW weight decay.
     grad_clip: max global gradient norm (paper: 0.2).
     lr_warmup_steps: linear learning-rate warm-up, then constant.
+    lora_r: LoRA rank; 0 (default) = full fine-tuning. > 0: the model's weights stay frozen and a
+        LoRA adapter (peft) trains instead; checkpoints then hold the adapter, not the model. See
+        :class:`LoraConfig` for the shared-base mode. An adapter loaded from a checkpoint
+        (``train.init_from``, ``--resume``) keeps the rank, alpha and targets it was made with; these
+        settings shape fresh adapters.
+    lora_alpha: LoRA scaling numerator (the update is ``alpha / r · B A``); 0 = ``2 · lora_r``.
+    lora_dropout: dropout on the adapter's input during training (0 = none).
+    lora_target_modules: ``all-linear`` (every linear layer of the decoder blocks, not the output
+        layer) or comma-separated module names, e.g. ``q_proj,k_proj,v_proj,o_proj``.
+    lora_lr: the learning rate with LoRA (``lr`` applies only to full fine-tuning). Default 1e-5:
+        the paper's 1e-6 is for updating every weight; an adapter starts at zero and moves through a
+        low-rank bottleneck, and at 1e-6 it barely leaves it. LoRA runs commonly use 1e-5 to 1e-4
+        (peft's SFT examples 1e-4 to 2e-4); Schulman et al. ("LoRA Without Regret", Thinking Machines,
+        2025) find the best LoRA rate about 10x full fine-tuning's, in SFT and RL alike: 10 x the
+        paper's 1e-6. Tune it like any learning rate; watch ``policy/kl`` and ``disc/accuracy``.
     """
 
     model: str = DEFAULT_MODEL
@@ -62,6 +77,20 @@ class GeneratorConfig:
     weight_decay: float = 0.0
     grad_clip: float = 0.2
     lr_warmup_steps: int = 0
+    lora_r: int = 0
+    lora_alpha: float = 0.0
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    lora_lr: float = 1e-5
+
+    @property
+    def lora(self) -> bool:
+        return self.lora_r > 0
+
+    @property
+    def effective_lr(self) -> float:
+        """The learning rate in use: ``lora_lr`` with LoRA, ``lr`` otherwise."""
+        return self.lora_lr if self.lora else self.lr
 
 
 @dataclass
@@ -74,6 +103,11 @@ class DiscriminatorConfig:
     loss: ``bt`` (Bradley-Terry, the paper's Eq. 3) or ``bce`` (teacher=1/student=0, Table 4).
     update: train D during the stage. ``false`` freezes it (``gad offpolicy`` sets it for its GRPO phase).
     lr, weight_decay, grad_clip, lr_warmup_steps: as for the generator (paper: lr 1e-6, clip 0.2).
+    lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_lr: as for the generator: a LoRA
+        adapter on D's frozen backbone; the head (one linear layer) trains whole, at ``lora_lr``
+        with the adapter. With LoRA a fresh D's backbone is the base model (a LoRA generator's
+        adapter is not merged into it), and a LoRA checkpoint's ``discriminator.safetensors`` holds
+        the adapter and the head only.
     """
 
     model: str = ""
@@ -84,6 +118,19 @@ class DiscriminatorConfig:
     weight_decay: float = 0.0
     grad_clip: float = 0.2
     lr_warmup_steps: int = 0
+    lora_r: int = 0
+    lora_alpha: float = 0.0
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    lora_lr: float = 1e-5
+
+    @property
+    def lora(self) -> bool:
+        return self.lora_r > 0
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lora_lr if self.lora else self.lr
 
 
 @dataclass
@@ -187,6 +234,30 @@ class TrainConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Where LoRA adapters live (with ``generator.lora_r`` and/or ``discriminator.lora_r`` > 0).
+
+    share_base: one frozen backbone in memory for the generator, the discriminator and the
+        reference: the generator is adapter ``gen``, the discriminator adapter ``disc`` plus its
+        head (read at the final token, as in full mode), the reference the backbone with adapters
+        off — or, when the stage starts from a LoRA checkpoint (``train.init_from`` a LoRA warmup),
+        a frozen copy of that checkpoint's generator adapter, so the KL term stays relative to the
+        stage's initial policy. Needs ``generator.lora_r`` > 0, ``discriminator.lora_r`` > 0 in the
+        stages with a discriminator, and D on the generator's backbone (``discriminator.model``
+        empty). At 7B (bf16 base, r=64) the three roles take about 21 GB instead of about 250.
+        Without it, a LoRA generator still shares its backbone with the reference; a LoRA D has its own.
+    base_dtype: ``fp32`` or ``bf16``, the dtype of the frozen backbone weights in LoRA mode (adapters
+        and the head stay fp32, as do their AdamW states). ``bf16`` halves the backbone's memory and
+        loses no update (it never trains); keep ``fp32`` on CPU, where bf16 matmuls are slow.
+
+    Not supported yet: ``train.parallel`` ``ddp``/``fsdp2`` with LoRA (one process only).
+    """
+
+    share_base: bool = False
+    base_dtype: str = "fp32"
+
+
+@dataclass
 class Config:
     """Everything one stage needs. ``stage`` is set by the subcommand."""
 
@@ -197,6 +268,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     # Derived values, computed once after validation.
     @property
@@ -256,6 +328,7 @@ class Config:
         need(t.mixed_precision in ("fp32", "bf16"), f"train.mixed_precision: must be 'fp32' or 'bf16', got {t.mixed_precision!r}")
         need(t.parallel in ("none", "ddp", "fsdp2"), f"train.parallel: must be 'none', 'ddp' or 'fsdp2', got {t.parallel!r}")
         need(t.reference_dtype in ("fp32", "bf16"), f"train.reference_dtype: must be 'fp32' or 'bf16', got {t.reference_dtype!r}")
+        self._validate_lora(need)
         if self.stage in ("warmup", "train", "offpolicy"):
             need(r.n >= 2, f"rollout.n: group advantages and D's pairs need at least 2 samples per prompt, got {r.n}")
         if a.mini_batch_size:
@@ -274,6 +347,29 @@ class Config:
         if errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
         return self
+
+    def _validate_lora(self, need: Any) -> None:
+        g, d, lo = self.generator, self.discriminator, self.lora
+        for sec, c in (("generator", g), ("discriminator", d)):
+            need(c.lora_r >= 0, f"{sec}.lora_r: must be >= 0 (0 = full fine-tuning), got {c.lora_r}")
+            need(c.lora_alpha >= 0, f"{sec}.lora_alpha: must be >= 0 (0 = 2 x lora_r), got {c.lora_alpha}")
+            need(0 <= c.lora_dropout < 1, f"{sec}.lora_dropout: must be in [0, 1), got {c.lora_dropout}")
+            need(c.lora_lr > 0, f"{sec}.lora_lr: must be > 0, got {c.lora_lr}")
+            need(bool(c.lora_target_modules.strip(" ,")),
+                 f"{sec}.lora_target_modules: 'all-linear' or comma-separated module names, got {c.lora_target_modules!r}")
+        need(lo.base_dtype in ("fp32", "bf16"), f"lora.base_dtype: must be 'fp32' or 'bf16', got {lo.base_dtype!r}")
+        with_d = self.stage in ("warmup", "train", "offpolicy")
+        any_lora = g.lora or (with_d and d.lora)
+        if any_lora:
+            need(self.train.parallel == "none",
+                 f"train.parallel: LoRA (generator.lora_r / discriminator.lora_r > 0) runs in one process for now; "
+                 f"{self.train.parallel} with LoRA is not supported yet: set train.parallel=none")
+        if lo.share_base:
+            need(g.lora, "lora.share_base: the shared backbone needs a LoRA generator: set generator.lora_r > 0")
+            if with_d:
+                need(d.lora, "lora.share_base: the shared backbone needs a LoRA discriminator: set discriminator.lora_r > 0")
+                need(not d.model, f"lora.share_base: D must sit on the generator's backbone, but discriminator.model is "
+                                  f"{d.model!r}: leave it empty, or set lora.share_base=false")
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Config) if f.name != "stage"}

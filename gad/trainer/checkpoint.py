@@ -1,7 +1,8 @@
 """Checkpoints: one ``step-NNNNNN/`` bundle, written to a temporary folder and renamed into place.
 
-A bundle holds ``generator/`` (an HF folder: safetensors + tokenizer, servable as is),
-``discriminator.safetensors``, and ``state.pt`` (schedulers, RNG, step, data position), which
+A bundle holds ``generator/`` (an HF folder: safetensors + tokenizer, servable as is; with LoRA a
+peft adapter folder + tokenizer, see ``gad export``), ``discriminator.safetensors`` (with LoRA: D's
+adapter and head), and ``state.pt`` (schedulers, RNG, step, data position), which
 loads with ``weights_only=True``. Optimizer state is in ``state.pt`` for a one-process run
 (``parallel: none``); under ``ddp``/``fsdp2`` every process writes its shards of the models and
 optimizers into ``shards/`` (``torch.distributed.checkpoint``, read back by :mod:`gad.trainer.shards`
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from gad.errors import InputNotFound, UserError
+from gad.lora import AdapterView, save_discriminator
 from gad.trainer import shards
 from gad.trainer.parallel import unwrap
 from gad.trainer.roles import Roles
@@ -95,10 +97,16 @@ def save_checkpoint(run_dir: Path, step: int, roles: Roles, loop_state: dict[str
         torch.save(rng_state(), tmp / f"rng-rank{world.rank}.pt")
     world.barrier()
     if world.is_main:
-        unwrap(roles.generator).save_pretrained(tmp / "generator", state_dict=generator_state, safe_serialization=True)
+        gen, disc = roles.generator, roles.discriminator
+        if isinstance(gen, AdapterView):  # LoRA: the adapter folder (peft's format), not the model
+            gen.adapters.save_folder(gen.name, tmp / "generator")
+        else:
+            unwrap(gen).save_pretrained(tmp / "generator", state_dict=generator_state, safe_serialization=True)
         roles.tokenizer.save_pretrained(tmp / "generator")
-        if roles.discriminator is not None:
-            unwrap(roles.discriminator).save(tmp / "discriminator.safetensors", state=disc_state)
+        if isinstance(disc, AdapterView):  # LoRA: D's adapter and head
+            save_discriminator(tmp / "discriminator.safetensors", disc.model, disc.adapters, disc.name)
+        elif disc is not None:
+            unwrap(disc).save(tmp / "discriminator.safetensors", state=disc_state)
         state = {
             **loop_state,
             "step": step,

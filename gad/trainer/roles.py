@@ -14,8 +14,10 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from gad.config import Config
+from gad import lora
+from gad.config import Config, ConfigError
 from gad.models import (
+    DTYPES,
     Discriminator,
     enable_gradient_checkpointing,
     load_causal_lm,
@@ -36,7 +38,7 @@ class Roles:
     tokenizer: Any
     generator: Any
     reference: Any | None
-    discriminator: Discriminator | None
+    discriminator: Any | None  # a Discriminator, or a LoRA view of one (gad.lora.AdapterView)
     rollout: RolloutEngine | None
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     schedulers: dict[str, LambdaLR] = field(default_factory=dict)
@@ -62,7 +64,10 @@ class Roles:
     def backward(self, loss: torch.Tensor, name: str, last: bool = True) -> None:
         """Back-propagate one micro-batch's loss into model ``name``'s gradients; ``last``: the final
         micro-batch before that model's optimizer step (the one whose gradients are synchronised)."""
-        self.world.backward(loss, self.models()[name], last)
+        model = self.models()[name]
+        if isinstance(model, lora.AdapterView):  # checkpointed blocks recompute with the active adapter
+            model.activate()
+        self.world.backward(loss, model, last)
 
     def models(self) -> dict[str, Any]:
         """The models that train, by optimizer name."""
@@ -73,7 +78,10 @@ class Roles:
         dropped (gradients zeroed, parameters and optimizer state untouched) and counted."""
         model, opt = self.models()[name], self.optimizers[name]
         clip = self.cfg.generator.grad_clip if name == "gen" else self.cfg.discriminator.grad_clip
-        grad_norm = self.world.clip_grad_norm(model, clip)  # over all processes' gradients
+        if isinstance(model, lora.AdapterView):  # one process; the optimizer's own list, never a requires_grad filter
+            grad_norm = float(torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip))
+        else:
+            grad_norm = self.world.clip_grad_norm(model, clip)  # over all processes' gradients
         ok = self.world.all(math.isfinite(loss_value) and math.isfinite(grad_norm))
         if ok:
             opt.step()
@@ -98,8 +106,11 @@ def build_roles(
 
     ``initial_generator`` is where the stage started (the reference for the KL term, and D's
     default backbone); ``generator_path``/``discriminator_path`` are what to load now, which differ
-    from it when resuming.
+    from it when resuming. With LoRA (``generator.lora_r``/``discriminator.lora_r`` > 0) these may be
+    adapter folders / LoRA discriminator files: see :func:`_build_lora`.
     """
+    if cfg.generator.lora or (cfg.stage in NEEDS_DISCRIMINATOR and cfg.discriminator.lora):
+        return _build_lora(cfg, initial_generator, generator_path, discriminator_path, world)
     mp = cfg.train.mixed_precision
     weights = world.reads_weights  # False: FSDP2 ranks > 0 get their shards from rank 0
     generator, tokenizer = load_causal_lm(generator_path, weights=weights)  # fp32 master weights
@@ -109,6 +120,7 @@ def build_roles(
     discriminator = None
     if cfg.stage in NEEDS_DISCRIMINATOR:
         if discriminator_path:
+            _refuse_lora_discriminator(discriminator_path)
             discriminator = Discriminator.load(discriminator_path, weights=weights)
         else:
             discriminator = Discriminator.from_backbone(resolve_model(cfg.discriminator.model or initial_generator), weights=weights)
@@ -126,18 +138,146 @@ def build_roles(
         optimizers["disc"], schedulers["disc"] = d_opt, d_sched
     if reference is not None:
         reference = world.prepare_frozen(reference, mp)
+    rollout = _rollout(cfg, world, unwrap(generator), tokenizer) if cfg.stage in NEEDS_DISCRIMINATOR else None
+    return Roles(cfg, world, tokenizer, generator, reference, discriminator, rollout, optimizers,
+                 schedulers, initial_generator=initial_generator)
+
+
+def _rollout(cfg: Config, world: World, policy: Any, tokenizer: Any, before: Any = None) -> HFRollout:
+    """Sampling from the live ``policy``; ``before()`` runs at the start of every generate call
+    (LoRA: activate the generator's adapter)."""
+    mp = cfg.train.mixed_precision
+
+    @contextmanager
+    def sampling() -> Iterator[None]:
+        if before is not None:
+            before()
+        with world.generation(policy), torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=mp == "bf16"):
+            yield
+
+    return HFRollout(
+        policy, tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.max_new_tokens, cfg.rollout.temperature,
+        cfg.rollout.top_p, autocast=sampling, micro_batch_size=cfg.rollout.micro_batch_size,
+    )
+
+
+def _refuse_lora_discriminator(path: str) -> None:
+    if lora.discriminator_lora_meta(path) is not None:
+        raise ConfigError(f"{path}: a LoRA discriminator (adapter + head); load it with discriminator.lora_r > 0")
+
+
+def _lora_settings(c: Any) -> Any:
+    return lora.lora_config(c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
+
+
+def _build_lora(
+    cfg: Config, initial_generator: str, generator_path: str, discriminator_path: str | None, world: World,
+) -> Roles:
+    """The roles with LoRA on the generator and/or the discriminator (one process).
+
+    The generator's backbone (the base model) is loaded once, frozen, in ``lora.base_dtype``; the
+    generator is its adapter ``gen``, and the reference the same backbone with adapters off, or with
+    ``ref``, a frozen copy of the adapter the stage started from. With ``lora.share_base`` D is
+    adapter ``disc`` of that same backbone plus its head; otherwise a LoRA D has its own backbone.
+    A generator path is a whole model (a fresh adapter goes on it) or an adapter folder (its base is
+    loaded and the adapter continues to train). Each optimizer owns its explicit parameter list.
+    """
+    g_cfg, d_cfg = cfg.generator, cfg.discriminator
+    dtype = DTYPES[cfg.lora.base_dtype]
+    device = world.device
+    needs_d = cfg.stage in NEEDS_DISCRIMINATOR
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    schedulers: dict[str, LambdaLR] = {}
+    shared: lora.Adapters | None = None  # the generator's backbone and its adapters, when the generator is LoRA
+
+    # -- the generator and the reference -------------------------------------------------------
+    reference: Any = None
+    if g_cfg.lora:
+        base = lora.adapter_base(generator_path) if lora.is_adapter_folder(generator_path) else generator_path
+        lm, tokenizer = load_causal_lm(base, dtype)
+        shared = lora.Adapters(lm, base)
+        if lora.is_adapter_folder(generator_path):
+            g_params = shared.add_from_folder("gen", generator_path, trainable=True)
+        else:
+            g_params = shared.add("gen", _lora_settings(g_cfg), trainable=True)
+        if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
+            if lora.is_adapter_folder(initial_generator):  # the stage started from a LoRA checkpoint
+                shared.add_from_folder("ref", initial_generator, trainable=False)
+                reference = lora.AdapterView(lm, shared, "ref", [], frozen=True)
+            else:  # the stage started from the base itself: adapters off
+                reference = lora.AdapterView(lm, shared, None, [], frozen=True)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(lm)
+            lm.enable_input_require_grads()  # frozen embeddings: give the checkpointed blocks inputs that need grad
+        lm.to(device)
+        generator: Any = lora.AdapterView(lm, shared, "gen", g_params)
+        g_lr = g_cfg.lora_lr
+    else:
+        lm, tokenizer = load_causal_lm(generator_path)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(lm)
+        generator = lm.to(device)
+        g_params = list(lm.parameters())
+        g_lr = g_cfg.lr
+        if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
+            reference = load_reference(initial_generator, cfg.train.reference_dtype).to(device)
+    optimizers["gen"], schedulers["gen"] = _optimizer(g_params, g_lr, g_cfg.weight_decay, g_cfg.lr_warmup_steps)
+
+    # -- the discriminator ----------------------------------------------------------------------
+    discriminator: Any = None
+    if needs_d:
+        meta = lora.discriminator_lora_meta(discriminator_path) if discriminator_path else None
+        if not d_cfg.lora:
+            if meta is not None:
+                _refuse_lora_discriminator(discriminator_path or "")
+            backbone_of = lora.adapter_base(initial_generator) if lora.is_adapter_folder(initial_generator) else initial_generator
+            disc = (Discriminator.load(discriminator_path) if discriminator_path
+                    else Discriminator.from_backbone(resolve_model(d_cfg.model or backbone_of)))
+            if cfg.train.gradient_checkpointing:
+                enable_gradient_checkpointing(disc)
+            discriminator = disc.to(device)
+            d_params, d_lr = list(disc.parameters()), d_cfg.lr
+        else:
+            if cfg.lora.share_base:
+                if discriminator_path and meta is None:
+                    raise ConfigError(
+                        f"{discriminator_path}: a whole discriminator (full fine-tuning) cannot sit on the shared "
+                        "backbone; start D afresh (no discriminator.init) or set lora.share_base=false")
+                assert shared is not None  # validate(): share_base needs a LoRA generator
+                d_adapters = shared
+                disc = Discriminator(lm.base_model)  # the causal LM's own decoder: one backbone for both
+            elif meta is not None:  # a LoRA D of its own (its base: a model, or a whole D's file)
+                d_base = meta["base"]
+                disc = (Discriminator.load(d_base, dtype) if d_base.endswith(".safetensors")
+                        else Discriminator.from_backbone(resolve_model(d_base), dtype))
+                d_adapters = lora.Adapters(disc.backbone, d_base)
+            elif discriminator_path:  # LoRA on a whole trained D (e.g. from a full-fine-tuning warmup)
+                disc = Discriminator.load(discriminator_path, dtype)
+                disc.head.float()
+                d_adapters = lora.Adapters(disc.backbone, discriminator_path)
+            else:
+                base_of = shared.base if shared is not None else initial_generator
+                d_base = resolve_model(d_cfg.model or base_of)
+                disc = Discriminator.from_backbone(d_base, dtype)
+                d_adapters = lora.Adapters(disc.backbone, d_base)
+            if meta is not None:
+                settings = lora.lora_config(meta["r"], meta["alpha"], meta["dropout"], meta["target_modules"])
+                d_adapter = d_adapters.add("disc", settings, trainable=True)
+                lora.load_discriminator_weights(discriminator_path or "", disc, d_adapters)
+            else:
+                d_adapter = d_adapters.add("disc", _lora_settings(d_cfg), trainable=True)
+            if cfg.train.gradient_checkpointing and d_adapters is not shared:
+                enable_gradient_checkpointing(disc)
+                disc.backbone.enable_input_require_grads()
+            disc.to(device)
+            d_params = d_adapter + list(disc.head.parameters())
+            discriminator = lora.AdapterView(disc, d_adapters, "disc", d_params)
+            d_lr = d_cfg.lora_lr
+        optimizers["disc"], schedulers["disc"] = _optimizer(d_params, d_lr, d_cfg.weight_decay, d_cfg.lr_warmup_steps)
+
     rollout = None
-    if cfg.stage in NEEDS_DISCRIMINATOR:
-        policy = unwrap(generator)
-
-        @contextmanager
-        def sampling() -> Iterator[None]:
-            with world.generation(policy), torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=mp == "bf16"):
-                yield
-
-        rollout = HFRollout(
-            policy, tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.max_new_tokens, cfg.rollout.temperature,
-            cfg.rollout.top_p, autocast=sampling, micro_batch_size=cfg.rollout.micro_batch_size,
-        )
+    if needs_d:
+        activate = generator.activate if isinstance(generator, lora.AdapterView) else None
+        rollout = _rollout(cfg, world, lm, tokenizer, before=activate)
     return Roles(cfg, world, tokenizer, generator, reference, discriminator, rollout, optimizers,
                  schedulers, initial_generator=initial_generator)
