@@ -273,6 +273,8 @@ def make_config(args: argparse.Namespace, model_dir: Path) -> Config:
         f"train.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
         f"rollout.micro_batch_size={args.rollout_micro_batch_size}", f"train.seed={args.seed}",
         f"train.parallel={args.parallel}",
+        *([f"generator.lora_r={args.lora_r}", f"discriminator.lora_r={args.lora_r}",
+           f"lora.share_base={str(args.share_base).lower()}", f"lora.base_dtype={args.base_dtype}"] if args.lora_r else []),
     ], stage="train", check_files=False)
 
 
@@ -313,10 +315,14 @@ def held_state_bytes(roles: Roles) -> dict[str, int]:
         return t.numel() * t.element_size()
 
     held = {"generator": 0, "discriminator": 0, "reference": 0, "optimizers": 0}
-    for key, model in (("generator", roles.generator), ("discriminator", roles.discriminator),
-                       ("reference", roles.reference)):
-        if model is not None:
-            held[key] = sum(local(p) for p in model.parameters())
+    seen: set[int] = set()  # a tensor shared by roles (LoRA's one backbone) counts once, for the first
+    for key, role in (("generator", roles.generator), ("discriminator", roles.discriminator),
+                      ("reference", roles.reference)):
+        module = getattr(role, "model", role)  # a LoRA role is a view of a shared module
+        for p in module.parameters() if module is not None else []:
+            if id(p) not in seen:
+                seen.add(id(p))
+                held[key] += local(p)
     for opt in roles.optimizers.values():
         held["optimizers"] += sum(local(v) for state in opt.state.values() for v in state.values()
                                   if isinstance(v, torch.Tensor))
@@ -373,7 +379,7 @@ def run_benchmark(
         "gradient_checkpointing": args.gradient_checkpointing, "prompts": args.prompts, "n": args.n,
         "prompt_length": args.prompt_length, "response_length": args.response_length,
         "micro_batch_size": args.micro_batch_size, "steps": args.steps, "params": counts,
-        "processes": world.size, "parallel": world.mode,
+        "processes": world.size, "parallel": world.mode, "lora_r": args.lora_r, "share_base": args.share_base,
         "peak_tflops": peak_tflops, "flop_formula": "forward = 2*N*T + 4*L*heads*head_dim*T^2 + 2*V*H per logit "
         "position (per sequence); backward = 2 x forward; N = non-embedding parameters",
         "memory_method": MEMORY_METHOD,
@@ -471,7 +477,8 @@ def print_report(r: dict[str, Any]) -> None:
                   f"FLOPs: {r['flop_formula']}")
     if "held_state_bytes" in r:
         h = r["held_state_bytes"]
-        print(f"held per process (measured, tensor bytes; {r['processes']} process(es), {r['parallel']}): "
+        mode = f"LoRA r={r['lora_r']}{', shared base' if r['share_base'] else ''}" if r.get("lora_r") else "full"
+        print(f"held per process (measured, tensor bytes; {mode}; {r['processes']} process(es), {r['parallel']}): "
               f"G {_mem(h['generator'])}, D {_mem(h['discriminator'])}, reference {_mem(h['reference'])}, "
               f"AdamW state {_mem(h['optimizers'])}; total {_mem(h['total'])}")
     m = r["memory_computed"]
@@ -510,6 +517,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "already there); default: a temporary folder, removed at the end")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="", help="also write every figure to this JSON file")
+    ap.add_argument("--lora-r", type=int, default=0, help="LoRA rank for G and D (0 = full fine-tuning)")
+    ap.add_argument("--share-base", action="store_true", help="with --lora-r: G, D and the reference on one backbone")
+    ap.add_argument("--base-dtype", default="fp32", choices=["fp32", "bf16"], help="with --lora-r: the frozen backbone's dtype")
     ap.add_argument("--parallel", default="none", choices=list(parallel.MODES), help="train.parallel")
     ap.add_argument("--processes", type=int, default=1, help="processes: relaunches this script under torchrun "
                     "(the batch is split between them; --prompts must be a multiple)")
