@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from gad.errors import UserError
 from gad.trainer import parallel
 from gad.trainer.shards import SafeReader, UnsafeCheckpointError
 from gad.trainer.tracking import read_metrics
-from tests.test_trainer import overrides
+from tests.test_trainer import overrides, wait_for_rows
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -168,13 +167,7 @@ def test_killed_two_process_run_resumes_under_two_and_one_process(tiny_model, te
 
     killed = tmp_path / "killed"
     p = torchrun("-m", "gad.cli", *seqkd_args(tiny_model, teacher_set, killed, "fsdp2"))
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        metrics = killed / "metrics.jsonl"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
-            break
-        assert p.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.01)
+    wait_for_rows(p, killed, 4)
     kill_tree(p.pid)  # torchrun and both workers, mid-step
     p.communicate(timeout=60)
     last = sorted((killed / "checkpoints").glob("step-*"))[-1]
@@ -243,10 +236,7 @@ def test_a_signal_to_one_process_stops_every_process_after_the_same_step(tiny_mo
     out, logs = tmp_path / "run", tmp_path / "logs"
     p = torchrun("--log-dir", logs, "--redirects", "2", "-m", "gad.cli",
                  *seqkd_args(tiny_model, teacher_set, out, "ddp")[:-1], "train.max_steps=400", "train.parallel=ddp")
-    deadline = time.time() + 240
-    while not ((out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
-        assert time.time() < deadline and p.poll() is None, "the run ended before the signal"
-        time.sleep(0.01)
+    wait_for_rows(p, out, 3)
     rank1 = [pid for pid in descendants(p.pid) if b"RANK=1\x00" in Path(f"/proc/{pid}/environ").read_bytes()
              and b"gad.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(rank1) == 1

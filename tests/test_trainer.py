@@ -314,6 +314,16 @@ def run_to_end(args: list[str], timeout: float = 300) -> str:
     return err
 
 
+def wait_for_rows(p: subprocess.Popen, run_dir: Path, rows: int, timeout: float = 240) -> None:
+    """Until the running ``p`` has logged ``rows`` steps into ``run_dir`` (it must still be running)."""
+    deadline = time.time() + timeout
+    metrics = run_dir / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= rows):
+        assert time.time() < deadline, f"no {rows} metric rows after {timeout} s"
+        assert p.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.01)
+
+
 def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_model, teacher_set, tmp_path):
     steps = 10
     args = lambda out: ["train", *overrides(tiny_model, teacher_set, out, train__max_steps=steps,  # noqa: E731
@@ -322,13 +332,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_model, teacher_
 
     killed = tmp_path / "killed"
     p = gad_cli(*args(killed))
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        metrics = killed / "metrics.jsonl"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:
-            break
-        assert p.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.01)
+    wait_for_rows(p, killed, 4)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert len(read_metrics(killed)) < steps

@@ -58,8 +58,7 @@ class Roles:
 
     def autocast(self) -> Any:
         """bf16 autocast for the compute under ``train.mixed_precision: bf16`` (weights stay fp32)."""
-        bf16 = self.cfg.train.mixed_precision == "bf16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        return bf16_autocast(self.device, self.cfg.train.mixed_precision)
 
     def backward(self, loss: torch.Tensor, name: str, last: bool = True) -> None:
         """Back-propagate one micro-batch's loss into model ``name``'s gradients; ``last``: the final
@@ -89,6 +88,11 @@ class Roles:
         opt.zero_grad(set_to_none=True)
         return {f"{name}/grad_norm": grad_norm, f"{name}/skipped_update": float(not ok),
                 f"{name}/lr": self.schedulers[name].get_last_lr()[0]}
+
+
+def bf16_autocast(device: torch.device, mixed_precision: str) -> Any:
+    """bf16 autocast on ``device`` when ``train.mixed_precision`` is bf16, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
 
 
 def _optimizer(params: Any, lr: float, weight_decay: float, warmup: int) -> tuple[torch.optim.Optimizer, LambdaLR]:
@@ -152,7 +156,7 @@ def _rollout(cfg: Config, world: World, policy: Any, tokenizer: Any, before: Any
     def sampling() -> Iterator[None]:
         if before is not None:
             before()
-        with world.generation(policy), torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=mp == "bf16"):
+        with world.generation(policy), bf16_autocast(world.device, mp):
             yield
 
     return HFRollout(
