@@ -138,7 +138,7 @@ class Adapters:
         out = {}
         for k, p in (module or self.model).named_parameters():
             if m := pattern.match(k):
-                out[prefix + m.group(1) + m.group(2)] = p.detach().cpu().contiguous()
+                out[prefix + m.group(1) + m.group(2)] = whole(p)
         return out
 
     def load_state_dict(self, name: str, state: dict[str, torch.Tensor], module: nn.Module | None = None,
@@ -153,19 +153,22 @@ class Adapters:
                              f"unexpected {extra[:3]}); were they made with other target_modules or another base?")
         with torch.no_grad():
             for k, p in own.items():
-                p.copy_(state[k].to(p.dtype))
+                if not p.is_meta:  # a shape-only model (FSDP2, rank > 0) receives its weights from rank 0
+                    p.copy_(state[k].to(p.dtype))
 
     # -- files ----------------------------------------------------------------------------------
 
-    def save_folder(self, name: str, folder: Path) -> None:
-        """Adapter ``name`` of a causal LM as a peft folder (``PeftModel.from_pretrained`` reads it)."""
+    def save_folder(self, name: str, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Adapter ``name`` of a causal LM as a peft folder (``PeftModel.from_pretrained`` reads it);
+        ``state``: its :meth:`state_dict` with ``prefix=PEFT_PREFIX``, gathered beforehand."""
         folder.mkdir(parents=True, exist_ok=True)
         config = copy.deepcopy(self.configs[name])
         config.base_model_name_or_path = self.base
         config.task_type = "CAUSAL_LM"
         config.inference_mode = True
         config.save_pretrained(str(folder))
-        save_file(self.state_dict(name, prefix=PEFT_PREFIX), str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        state = state if state is not None else self.state_dict(name, prefix=PEFT_PREFIX)
+        save_file(state, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
 
     def add_from_folder(self, name: str, folder: str | Path, trainable: bool) -> list[nn.Parameter]:
         """Inject the adapter saved by :meth:`save_folder` in ``folder`` as ``name``."""
@@ -218,6 +221,12 @@ class AdapterView:
         yield
 
 
+def whole(p: torch.Tensor) -> torch.Tensor:
+    """A parameter's full value on the CPU; a sharded (FSDP2) one is gathered, so every process calls this."""
+    full = p.full_tensor() if hasattr(p, "full_tensor") else p
+    return full.detach().cpu().contiguous()
+
+
 def merge_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
     """``model`` (the adapter's base, loaded) with the adapter in ``folder`` merged into its weights:
     a plain transformers model, as ``PeftModel.merge_and_unload`` gives."""
@@ -229,11 +238,19 @@ def merge_adapter(model: nn.Module, folder: str | Path) -> nn.Module:
 LORA_META = "gad_lora"  # metadata key of a LoRA discriminator file: its adapter settings and base
 
 
-def save_discriminator(path: str | Path, disc: Any, adapters: Adapters, name: str = "disc") -> None:
-    """A LoRA discriminator as one safetensors file: its adapter (keys relative to the backbone) and
-    head, with the backbone's config and base named in the metadata."""
+def discriminator_state(disc: Any, adapters: Adapters, name: str = "disc") -> dict[str, torch.Tensor]:
+    """A LoRA discriminator's adapter (keys relative to the backbone) and head, whole (every process
+    calls this when they are sharded)."""
     state = adapters.state_dict(name, module=disc.backbone)
-    state.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in disc.head.state_dict().items()})
+    state.update({f"head.{k}": whole(v) for k, v in disc.head.named_parameters()})
+    return state
+
+
+def save_discriminator(path: str | Path, disc: Any, adapters: Adapters, name: str = "disc",
+                       state: dict[str, torch.Tensor] | None = None) -> None:
+    """A LoRA discriminator as one safetensors file: :func:`discriminator_state` (or ``state``, its
+    value gathered beforehand), with the backbone's config and base named in the metadata."""
+    state = state if state is not None else discriminator_state(disc, adapters, name)
     config = adapters.configs[name]
     targets = config.target_modules
     meta = {"r": config.r, "alpha": config.lora_alpha, "dropout": config.lora_dropout,

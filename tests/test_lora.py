@@ -171,8 +171,6 @@ def test_export_merged_loads_alone_with_the_adapters_logprobs(tiny_model, teache
 def test_shared_base_config_errors(tiny_model, teacher_set, tmp_path):
     with pytest.raises(ConfigError, match="discriminator.lora_r > 0"):
         cfg_for("train", tiny_model, teacher_set, tmp_path, generator__lora_r=4, lora__share_base=True)
-    with pytest.raises(ConfigError, match="ddp with LoRA is not supported yet"):
-        cfg_for("train", tiny_model, teacher_set, tmp_path, generator__lora_r=4, train__parallel="ddp")
     with pytest.raises(ConfigError, match="discriminator.model"):
         cfg_for("warmup", tiny_model, teacher_set, tmp_path, **SHARED, discriminator__model=str(tiny_model))
     cfg = cfg_for("seqkd", tiny_model, teacher_set, tmp_path, generator__lora_r=4)

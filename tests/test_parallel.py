@@ -22,6 +22,7 @@ from gad.errors import UserError
 from gad.trainer import parallel
 from gad.trainer.shards import SafeReader, UnsafeCheckpointError
 from gad.trainer.tracking import read_metrics
+from tests.parallel import step_worker
 from tests.test_trainer import overrides, wait_for_rows
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -73,35 +74,42 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 @pytest.fixture(scope="module")
 def step_inputs(tiny_model, tmp_path_factory):
+    """The one-process results a 2-process step must equal: full fine-tuning and LoRA (shared base)."""
     from tests.conftest import make_teacher_set
 
     root = tmp_path_factory.mktemp("step")
     data = make_teacher_set(root / "teacher.jsonl")
-    one = root / "one"
-    p = subprocess.Popen([sys.executable, "-m", "tests.parallel.step_worker", tiny_model, data, one, "none"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    finish(p)
+    one = {}
+    for kind in ("", "+lora"):  # in this process: the worker's main() as one process runs it
+        one[kind] = root / f"one{kind}"
+        step_worker.main(str(tiny_model), str(data), str(one[kind]), f"none{kind}")
     return data, one
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2", "ddp+lora", "fsdp2+lora"])
 def test_one_gad_step_on_two_processes_equals_one_process(mode, tiny_model, step_inputs, tmp_path):
     """The same global batch of 4 prompts x 4 replayed responses, 2 optimizer steps for G (mini-batch
     of 2 prompts), micro-batches of 2, KL to a reference; rank 1's responses are shorter than rank
-    0's, so the processes hold different token counts and a per-process normaliser would differ."""
-    data, one = step_inputs
+    0's, so the processes hold different token counts and a per-process normaliser would differ.
+    ``+lora``: G and D are adapters on one shared backbone (D's head trains whole); under DDP their
+    gradients are averaged without a DDP wrapper, under FSDP2 they are sharded with the backbone."""
+    data, ones = step_inputs
+    one = ones["+lora" if mode.endswith("+lora") else ""]
     out = tmp_path / mode
     finish(torchrun("-m", "tests.parallel.step_worker", tiny_model, data, out, mode))
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, out))
     assert m2["processes"] == 2 and m2["local_prompts"] == 2 and m1["local_prompts"] == 4
     rank0_len, rank1_len = m2["local_response_length"]
     assert rank1_len < rank0_len / 2
-    initial = load_file(str(tiny_model / "model.safetensors"))
     for name in ("gen", "disc"):
         a, b = load_file(str(one / f"{name}.safetensors")), load_file(str(out / f"{name}.safetensors"))
         assert max_diff(a, b) < 1e-5, name
     gen = load_file(str(one / "gen.safetensors"))
-    assert max_diff({k: gen[k] for k in initial}, initial) > 1e-5  # the step did move the weights
+    if mode.endswith("+lora"):  # a fresh adapter's B starts at 0: the step moved it
+        assert all(".lora_" in k for k in gen) and max(float(v.abs().max()) for k, v in gen.items() if "lora_B" in k) > 1e-4
+    else:
+        initial = load_file(str(tiny_model / "model.safetensors"))
+        assert max_diff({k: gen[k] for k in initial}, initial) > 1e-5  # the step did move the weights
     logged = [k for k in m1 if not k.startswith(("time/", "throughput/", "local_", "processes"))]
     assert {"disc/loss", "policy/loss", "policy/kl", "reward/mean", "gen/response_length_mean"} <= set(logged)
     for k in logged:
@@ -185,6 +193,39 @@ def test_killed_two_process_run_resumes_under_two_and_one_process(tiny_model, te
         got = load_file(str(run / "checkpoints" / f"step-{STEPS:06d}" / "generator" / "model.safetensors"))
         assert max_diff(got, expected) < 1e-5, run.name
         assert not [q for q in run.rglob("*") if q.name.startswith((".tmp-", ".old-"))]
+
+
+LORA_FSDP2 = {"generator__lora_r": 4, "discriminator__lora_r": 4, "lora__share_base": True,
+              "generator__lora_lr": 1e-2, "discriminator__lora_lr": 1e-2, "lora__base_dtype": "bf16",
+              "train__mixed_precision": "bf16", "train__gradient_checkpointing": True, "train__micro_batch_size": 4,
+              "train__parallel": "fsdp2"}
+
+
+def test_lora_shared_base_under_fsdp2_warmup_gad_and_exact_resume(tiny_model, teacher_set, tmp_path):
+    """LoRA on one shared bf16 backbone, sharded with FSDP2 over 2 processes (fp32 adapters, bf16
+    compute, gradient checkpointing, micro-batches): a warmup, then GAD from it, whose reference is the
+    warmup's adapter (KL 0 at the first step); the GAD run resumed from its step-2 checkpoint ends
+    at exactly the step-3 adapters, head and metrics of the uninterrupted run."""
+    warm = tmp_path / "warm"
+    finish(torchrun("-m", "gad.cli", "warmup", *overrides(tiny_model, teacher_set, warm, **LORA_FSDP2)))
+    args = ["train", *overrides(tiny_model, teacher_set, tmp_path / "gad", **LORA_FSDP2, train__max_steps=3,
+                                 train__save_every=1, train__keep_last=3, algorithm__kl_coef=0.1,
+                                 train__init_from=warm)]
+    finish(torchrun("-m", "gad.cli", *args))
+    gad, resumed = tmp_path / "gad", tmp_path / "resumed"
+    rows = read_metrics(gad)
+    assert rows[0]["policy/kl"] == 0 and rows[-1]["policy/kl"] > 0
+    shutil.copytree(gad, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step-000003")
+    finish(torchrun("-m", "gad.cli", *[a.replace(str(gad), str(resumed)) for a in args], "--resume"))
+    def logged(rs):
+        return [{k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))} for r in rs]
+    assert logged(read_metrics(resumed)) == logged(rows)
+    end, before = gad / "checkpoints" / "step-000003", gad / "checkpoints" / "step-000002"
+    for f in ("generator/adapter_model.safetensors", "discriminator.safetensors"):
+        got, expected = load_file(str(resumed / "checkpoints" / "step-000003" / f)), load_file(str(end / f))
+        assert max_diff(got, expected) == 0, f
+        assert max_diff(expected, load_file(str(before / f))) > 1e-4, f  # the last step did move them
 
 
 # --- refusals -------------------------------------------------------------------------------------

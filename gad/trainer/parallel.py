@@ -173,9 +173,35 @@ class World:
         which keeps only 1/K of them in memory.
         """
         scaled = loss * self.size if self.size > 1 else loss
-        wait = self.mode == "ddp" and not last
-        with model.no_sync() if wait else contextlib.nullcontext():
+        wrapped = hasattr(model, "no_sync")  # DDP; LoRA models are not wrapped (see prepare_adapters)
+        with model.no_sync() if self.mode == "ddp" and wrapped and not last else contextlib.nullcontext():
             scaled.backward()
+        if self.mode == "ddp" and not wrapped and last:
+            self.average_gradients(list(model.parameters()))
+
+    def average_gradients(self, params: list[nn.Parameter], bucket: int = 2**26) -> None:
+        """DDP's all-reduce for parameters no DDP wrapper owns (LoRA adapters and D's head): each
+        gradient becomes the mean over processes, packed into flat buckets of ``bucket`` elements."""
+        if self.size == 1:
+            return
+        for p in params:  # a parameter this process's micro-batches did not reach still takes part
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        start = 0
+        while start < len(grads):
+            end, n = start, 0
+            while end < len(grads) and (end == start or n + grads[end].numel() <= bucket):
+                n += grads[end].numel()
+                end += 1
+            flat = torch.cat([g.reshape(-1) for g in grads[start:end]]).to(self._comm_device)
+            dist.all_reduce(flat)
+            flat /= self.size
+            offset = 0
+            for g in grads[start:end]:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+            start = end
 
     @property
     def _comm_device(self) -> torch.device:
@@ -203,9 +229,31 @@ class World:
             self._shard(model, mixed_precision)
         return model
 
-    def _shard(self, model: nn.Module, mixed_precision: str) -> None:
+    def prepare_adapters(self, model: nn.Module, mixed_precision: str, decoder_called_alone: bool = False) -> nn.Module:
+        """Place a model whose trainable parameters are LoRA adapters (and a discriminator's head) on
+        a frozen backbone. Under DDP it is not wrapped: a shared backbone serves two roles, each
+        calling a different part of it with its own optimizer, which one DDP wrapper cannot follow;
+        the trainable parameters are broadcast from rank 0 here (fresh adapters start equal) and
+        :meth:`backward` averages their gradients. Under FSDP2 it is sharded like any model (frozen
+        bf16 base and fp32 adapters in the same units, one mixed-precision policy);
+        ``decoder_called_alone``: the causal LM whose decoder the shared discriminator calls directly."""
+        if self.reads_weights:
+            model.to(self.device)
+        if self.mode == "ddp" and self.size > 1:
+            for p in model.parameters():
+                if p.requires_grad:
+                    dist.broadcast(p.data, src=0)
+        if self.mode == "fsdp2":
+            self._shard(model, mixed_precision, decoder_called_alone)
+        return model
+
+    def _shard(self, model: nn.Module, mixed_precision: str, decoder_called_alone: bool = False) -> None:
         """``fully_shard`` each decoder layer, then the root; with several processes, rank 0's weights
-        (the only ones read) are then broadcast into every process's shards."""
+        (the only ones read) are then broadcast into every process's shards.
+
+        ``decoder_called_alone``: the decoder (``model.base_model``) is also run without the root (the
+        shared-base discriminator), so it is a unit of its own, the embedding and the LM head (tied or
+        not) one unit between them, and one forward through the root makes it FSDP2's root."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -215,18 +263,24 @@ class World:
         full = model.state_dict() if self.is_main and self.size > 1 else {}  # rank 0's weights, not copied
         for layer in decoder_layers(model):
             fully_shard(layer, mesh=self.mesh, mp_policy=policy)
+        if decoder_called_alone:
+            ends = [m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None]
+            fully_shard(ends, mesh=self.mesh, mp_policy=policy)
+            fully_shard(model.base_model, mesh=self.mesh, mp_policy=policy)
         fully_shard(model, mesh=self.mesh, mp_policy=policy)
-        if self.size == 1:
-            return
-        if not self.reads_weights:
-            model.to_empty(device=self.device)  # meta → uninitialised memory for this process's shards
-        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-        for buffer in model.buffers():  # not sharded, and some are not in the state dict (rotary frequencies)
-            dist.broadcast(buffer.data, src=0)
+        if self.size > 1:
+            if not self.reads_weights:
+                model.to_empty(device=self.device)  # meta → uninitialised memory for this process's shards
+            set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+            for buffer in model.buffers():  # not sharded, and some are not in the state dict (rotary frequencies)
+                dist.broadcast(buffer.data, src=0)
+        if decoder_called_alone:  # FSDP2 takes the first module run as the root of all the units below it
+            with torch.no_grad():
+                model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=self.device))
 
-    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> float:
-        """Clip to a norm over the whole model (all shards, under FSDP2); returns the norm before clipping."""
-        norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_norm)
+    def clip_grad_norm(self, params: list[nn.Parameter], max_norm: float) -> float:
+        """Clip to a norm over all of ``params`` (all shards, under FSDP2); returns the norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor
             norm = norm.full_tensor()
         return float(norm)

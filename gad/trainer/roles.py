@@ -72,15 +72,17 @@ class Roles:
         """The models that train, by optimizer name."""
         return {k: m for k, m in (("gen", self.generator), ("disc", self.discriminator)) if m is not None}
 
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The modules holding the models that train (with LoRA, the model an adapter lives in)."""
+        return {k: m.model if isinstance(m, lora.AdapterView) else m for k, m in self.models().items()}
+
     def step_optimizer(self, name: str, loss_value: float) -> dict[str, float]:
         """Clip, then step — unless the loss or the gradient is NaN/inf, in which case the update is
         dropped (gradients zeroed, parameters and optimizer state untouched) and counted."""
-        model, opt = self.models()[name], self.optimizers[name]
+        opt = self.optimizers[name]
         clip = self.cfg.generator.grad_clip if name == "gen" else self.cfg.discriminator.grad_clip
-        if isinstance(model, lora.AdapterView):  # one process; the optimizer's own list, never a requires_grad filter
-            grad_norm = float(torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip))
-        else:
-            grad_norm = self.world.clip_grad_norm(model, clip)  # over all processes' gradients
+        params = [p for g in opt.param_groups for p in g["params"]]  # the optimizer's own list, never a requires_grad filter
+        grad_norm = self.world.clip_grad_norm(params, clip)  # over all processes' gradients
         ok = self.world.all(math.isfinite(loss_value) and math.isfinite(grad_norm))
         if ok:
             opt.step()
@@ -177,70 +179,59 @@ def _lora_settings(c: Any) -> Any:
 def _build_lora(
     cfg: Config, initial_generator: str, generator_path: str, discriminator_path: str | None, world: World,
 ) -> Roles:
-    """The roles with LoRA on the generator and/or the discriminator (one process).
+    """The roles with LoRA on the generator and/or the discriminator.
 
     The generator's backbone (the base model) is loaded once, frozen, in ``lora.base_dtype``; the
     generator is its adapter ``gen``, and the reference the same backbone with adapters off, or with
     ``ref``, a frozen copy of the adapter the stage started from. With ``lora.share_base`` D is
     adapter ``disc`` of that same backbone plus its head; otherwise a LoRA D has its own backbone.
     A generator path is a whole model (a fresh adapter goes on it) or an adapter folder (its base is
-    loaded and the adapter continues to train). Each optimizer owns its explicit parameter list.
+    loaded and the adapter continues to train). Every adapter is in its model before the model is
+    placed (FSDP2 shards what is there); each optimizer owns its explicit parameter list, taken after.
     """
     g_cfg, d_cfg = cfg.generator, cfg.discriminator
-    dtype = DTYPES[cfg.lora.base_dtype]
-    device = world.device
+    dtype, mp = DTYPES[cfg.lora.base_dtype], cfg.train.mixed_precision
+    weights = world.reads_weights  # False: FSDP2 ranks > 0 get their shards from rank 0
     needs_d = cfg.stage in NEEDS_DISCRIMINATOR
-    optimizers: dict[str, torch.optim.Optimizer] = {}
-    schedulers: dict[str, LambdaLR] = {}
+    needs_ref = cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0
     shared: lora.Adapters | None = None  # the generator's backbone and its adapters, when the generator is LoRA
 
-    # -- the generator and the reference -------------------------------------------------------
-    reference: Any = None
+    # -- build: the generator's backbone with its adapters (or the whole generator and reference) --
+    ref_name, reference_model = None, None
     if g_cfg.lora:
         base = lora.adapter_base(generator_path) if lora.is_adapter_folder(generator_path) else generator_path
-        lm, tokenizer = load_causal_lm(base, dtype)
+        lm, tokenizer = load_causal_lm(base, dtype, weights)
         shared = lora.Adapters(lm, base)
         if lora.is_adapter_folder(generator_path):
-            g_params = shared.add_from_folder("gen", generator_path, trainable=True)
+            shared.add_from_folder("gen", generator_path, trainable=True)
         else:
-            g_params = shared.add("gen", _lora_settings(g_cfg), trainable=True)
-        if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
-            if lora.is_adapter_folder(initial_generator):  # the stage started from a LoRA checkpoint
-                shared.add_from_folder("ref", initial_generator, trainable=False)
-                reference = lora.AdapterView(lm, shared, "ref", [], frozen=True)
-            else:  # the stage started from the base itself: adapters off
-                reference = lora.AdapterView(lm, shared, None, [], frozen=True)
+            shared.add("gen", _lora_settings(g_cfg), trainable=True)
+        if needs_ref and lora.is_adapter_folder(initial_generator):  # the stage started from a LoRA checkpoint
+            shared.add_from_folder("ref", initial_generator, trainable=False)
+            ref_name = "ref"  # else the stage started from the base itself: adapters off
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(lm)
             lm.enable_input_require_grads()  # frozen embeddings: give the checkpointed blocks inputs that need grad
-        lm.to(device)
-        generator: Any = lora.AdapterView(lm, shared, "gen", g_params)
-        g_lr = g_cfg.lora_lr
     else:
-        lm, tokenizer = load_causal_lm(generator_path)
+        lm, tokenizer = load_causal_lm(generator_path, weights=weights)
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(lm)
-        generator = lm.to(device)
-        g_params = list(lm.parameters())
-        g_lr = g_cfg.lr
-        if cfg.stage in NEEDS_REFERENCE and cfg.algorithm.kl_coef > 0:
-            reference = load_reference(initial_generator, cfg.train.reference_dtype).to(device)
-    optimizers["gen"], schedulers["gen"] = _optimizer(g_params, g_lr, g_cfg.weight_decay, g_cfg.lr_warmup_steps)
+        if needs_ref:
+            reference_model = load_reference(initial_generator, cfg.train.reference_dtype, weights)
 
-    # -- the discriminator ----------------------------------------------------------------------
-    discriminator: Any = None
+    # -- build: the discriminator ----------------------------------------------------------------
+    disc: Any = None
+    d_adapters: lora.Adapters | None = None
     if needs_d:
         meta = lora.discriminator_lora_meta(discriminator_path) if discriminator_path else None
         if not d_cfg.lora:
             if meta is not None:
                 _refuse_lora_discriminator(discriminator_path or "")
             backbone_of = lora.adapter_base(initial_generator) if lora.is_adapter_folder(initial_generator) else initial_generator
-            disc = (Discriminator.load(discriminator_path) if discriminator_path
-                    else Discriminator.from_backbone(resolve_model(d_cfg.model or backbone_of)))
+            disc = (Discriminator.load(discriminator_path, weights=weights) if discriminator_path
+                    else Discriminator.from_backbone(resolve_model(d_cfg.model or backbone_of), weights=weights))
             if cfg.train.gradient_checkpointing:
                 enable_gradient_checkpointing(disc)
-            discriminator = disc.to(device)
-            d_params, d_lr = list(disc.parameters()), d_cfg.lr
         else:
             if cfg.lora.share_base:
                 if discriminator_path and meta is None:
@@ -252,32 +243,57 @@ def _build_lora(
                 disc = Discriminator(lm.base_model)  # the causal LM's own decoder: one backbone for both
             elif meta is not None:  # a LoRA D of its own (its base: a model, or a whole D's file)
                 d_base = meta["base"]
-                disc = (Discriminator.load(d_base, dtype) if d_base.endswith(".safetensors")
-                        else Discriminator.from_backbone(resolve_model(d_base), dtype))
+                disc = (Discriminator.load(d_base, dtype, weights) if d_base.endswith(".safetensors")
+                        else Discriminator.from_backbone(resolve_model(d_base), dtype, weights))
                 d_adapters = lora.Adapters(disc.backbone, d_base)
             elif discriminator_path:  # LoRA on a whole trained D (e.g. from a full-fine-tuning warmup)
-                disc = Discriminator.load(discriminator_path, dtype)
+                disc = Discriminator.load(discriminator_path, dtype, weights)
                 disc.head.float()
                 d_adapters = lora.Adapters(disc.backbone, discriminator_path)
             else:
                 base_of = shared.base if shared is not None else initial_generator
                 d_base = resolve_model(d_cfg.model or base_of)
-                disc = Discriminator.from_backbone(d_base, dtype)
+                disc = Discriminator.from_backbone(d_base, dtype, weights)
                 d_adapters = lora.Adapters(disc.backbone, d_base)
             if meta is not None:
                 settings = lora.lora_config(meta["r"], meta["alpha"], meta["dropout"], meta["target_modules"])
-                d_adapter = d_adapters.add("disc", settings, trainable=True)
-                lora.load_discriminator_weights(discriminator_path or "", disc, d_adapters)
+                d_adapters.add("disc", settings, trainable=True)
+                if weights:
+                    lora.load_discriminator_weights(discriminator_path or "", disc, d_adapters)
             else:
-                d_adapter = d_adapters.add("disc", _lora_settings(d_cfg), trainable=True)
+                d_adapters.add("disc", _lora_settings(d_cfg), trainable=True)
             if cfg.train.gradient_checkpointing and d_adapters is not shared:
                 enable_gradient_checkpointing(disc)
                 disc.backbone.enable_input_require_grads()
-            disc.to(device)
-            d_params = d_adapter + list(disc.head.parameters())
-            discriminator = lora.AdapterView(disc, d_adapters, "disc", d_params)
+
+    # -- place (device; DDP or FSDP2), then the roles and their optimizers -------------------------
+    optimizers: dict[str, torch.optim.Optimizer] = {}
+    schedulers: dict[str, LambdaLR] = {}
+    reference: Any = None
+    if shared is not None:
+        world.prepare_adapters(lm, mp, decoder_called_alone=d_adapters is shared)
+        generator: Any = lora.AdapterView(lm, shared, "gen", shared.params("gen"))
+        if needs_ref:
+            reference = lora.AdapterView(lm, shared, ref_name, [], frozen=True)
+        g_lr = g_cfg.lora_lr
+    else:
+        generator = world.prepare_trainable(lm, mp)
+        if reference_model is not None:
+            reference = world.prepare_frozen(reference_model, mp)
+        g_lr = g_cfg.lr
+    optimizers["gen"], schedulers["gen"] = _optimizer(
+        list(generator.parameters()), g_lr, g_cfg.weight_decay, g_cfg.lr_warmup_steps)
+    discriminator: Any = None
+    if disc is not None:
+        if d_adapters is None:
+            discriminator = world.prepare_trainable(disc, mp)
+            d_lr = d_cfg.lr
+        else:
+            world.prepare_adapters(disc.head if d_adapters is shared else disc, mp)
+            discriminator = lora.AdapterView(disc, d_adapters, "disc", d_adapters.params("disc") + list(disc.head.parameters()))
             d_lr = d_cfg.lora_lr
-        optimizers["disc"], schedulers["disc"] = _optimizer(d_params, d_lr, d_cfg.weight_decay, d_cfg.lr_warmup_steps)
+        optimizers["disc"], schedulers["disc"] = _optimizer(
+            list(discriminator.parameters()), d_lr, d_cfg.weight_decay, d_cfg.lr_warmup_steps)
 
     rollout = None
     if needs_d:

@@ -19,7 +19,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from gad.errors import UserError
 
@@ -76,10 +76,16 @@ class SafeLoadPlanner(DefaultLoadPlanner):
             self.state_dict[read_item.dest_index.fqn] = obj
 
 
+# Frozen weights (a LoRA model's backbone) are read from where they came from, not checkpointed;
+# ``strict=False`` lets them be absent from what is set back. Every trainable key is still required:
+# ``dcp.load`` fails on one the checkpoint lacks.
+OPTIONS = StateDictOptions(ignore_frozen_params=True, strict=False)
+
+
 def _state(models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
     out = {}
     for name, model in models.items():
-        model_sd, optim_sd = get_state_dict(model, optimizers[name])
+        model_sd, optim_sd = get_state_dict(model, optimizers[name], options=OPTIONS)
         out[name] = {"model": model_sd, "optim": optim_sd}
     return out
 
@@ -95,4 +101,5 @@ def load(folder: Path, models: dict[str, nn.Module], optimizers: dict[str, torch
     state = _state(models, optimizers)
     dcp.load(state, storage_reader=SafeReader(str(folder)), planner=SafeLoadPlanner())
     for name, model in models.items():
-        set_state_dict(model, optimizers[name], model_state_dict=state[name]["model"], optim_state_dict=state[name]["optim"])
+        set_state_dict(model, optimizers[name], model_state_dict=state[name]["model"],
+                       optim_state_dict=state[name]["optim"], options=OPTIONS)

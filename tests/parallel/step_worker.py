@@ -1,7 +1,10 @@
 """One GAD step on this process's share of a fixed batch, with replayed responses; rank 0 saves the
 updated weights and the logged metrics. Run as one process (``parallel=none``) or under torchrun.
 
-    python -m tests.parallel.step_worker MODEL TEACHER_SET OUT_DIR MODE
+    python -m tests.parallel.step_worker MODEL TEACHER_SET OUT_DIR MODE[+lora]
+
+``+lora``: the generator and the discriminator are LoRA adapters on one shared backbone; what is
+saved is then the adapters and D's head.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
 
+from gad import lora
 from gad.config import load_config
 from gad.data import encode_teacher_set, read_teacher_set
 from gad.rollout import ReplayRollout
@@ -42,12 +46,31 @@ def replay_table(examples, vocab: int, eos: int) -> dict[tuple[int, ...], list[l
     return table
 
 
+LORA = ["generator.lora_r=4", "discriminator.lora_r=4", "lora.share_base=true", "generator.lora_lr=1e-2",
+        "discriminator.lora_lr=1e-2"]
+
+
+def trained_state(model, world: parallel.World) -> dict[str, torch.Tensor]:
+    """What a model trains, gathered whole on rank 0 (every process calls this)."""
+    if isinstance(model, lora.AdapterView):
+        if model.name == "gen":
+            return model.adapters.state_dict("gen")
+        return lora.discriminator_state(model.model, model.adapters, model.name)
+    full = world.full_state_dict(model)
+    if full is None:  # one process: the model's own state, each tied parameter under its first name
+        full = dict(model.state_dict())
+        for tied in {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}:
+            full.pop(tied)
+    return full
+
+
 def main(model: str, data: str, out: str, mode: str) -> None:
+    mode, _, extra = mode.partition("+")
     cfg = load_config(None, [
         f"data.train_file={data}", f"generator.model={model}", f"train.output_dir={out}",
         f"train.batch_size={PROMPTS}", f"rollout.n={N}", f"algorithm.mini_batch_size={MINI}",
         "train.micro_batch_size=2", "generator.lr=1e-4", "discriminator.lr=1e-4", "algorithm.kl_coef=0.1",
-        "generator.grad_clip=0.5", f"train.parallel={mode}",
+        "generator.grad_clip=0.5", f"train.parallel={mode}", *(LORA if extra == "lora" else []),
     ], stage="train")
     world = parallel.setup(mode, "train")
     set_seed(0)
@@ -60,14 +83,7 @@ def main(model: str, data: str, out: str, mode: str) -> None:
     replayed = roles.rollout.generate(batch.prompts, N)
     metrics = gad_step(batch, roles, PhaseTimer())
     lengths = world.gather(torch.tensor([sum(map(len, replayed)) / len(replayed)]))  # each process's mean
-    states = {}
-    for name, m in roles.models().items():
-        full = world.full_state_dict(m)
-        if full is None:  # one process: the model's own state, each tied parameter under its first name
-            full = dict(m.state_dict())
-            for tied in {n for n, _ in m.named_parameters(remove_duplicate=False)} - {n for n, _ in m.named_parameters()}:
-                full.pop(tied)
-        states[name] = full
+    states = {name: trained_state(m, world) for name, m in roles.models().items()}
     if world.is_main:
         Path(out).mkdir(parents=True, exist_ok=True)
         for name, sd in states.items():
