@@ -35,13 +35,21 @@ class DataConfig:
     """The teacher set and its length limits.
 
     train_file: JSONL or parquet teacher set (``id``, ``messages``, ``teacher_response``; see gad.data).
-    max_prompt_length: prompts longer than this (tokens, chat template applied) are dropped and counted.
+    max_prompt_length: the prompt budget in tokens, chat template applied; see ``long_prompts``.
+    long_prompts: what happens to a prompt over ``max_prompt_length``: ``drop`` (default: the example
+        is left out and counted), ``left`` (its first tokens are cut, keeping the end of the
+        conversation and the assistant header the student answers after) or ``right`` (its last
+        tokens are cut, as verl's ``data.truncation=right`` in the official GAD scripts; this also
+        cuts the assistant header, so the student answers a prompt whose end is missing). gad drops
+        by default: a truncated prompt no longer matches the teacher's answer, which was given to the
+        whole prompt. Truncated prompts are counted.
     max_response_length: teacher responses longer than this are truncated and counted.
     skip_bad_rows: count and skip malformed rows instead of stopping at the first one.
     """
 
     train_file: str = ""
     max_prompt_length: int = 2048
+    long_prompts: str = "drop"
     max_response_length: int = 1536
     skip_bad_rows: bool = False
 
@@ -52,7 +60,14 @@ class GeneratorConfig:
 
     model: hub id, local HF folder, a ``.gguf`` file, or ``smollm2-135m-instruct`` (the embedded default).
     lr: AdamW learning rate (paper: 1e-6).
-    weight_decay: AdamW weight decay.
+    weight_decay: AdamW weight decay (0.01: verl's default, which the official GAD scripts keep).
+    sft_temperature: the temperature of the cross-entropy stages' log-probs (``gad seqkd``, the
+        warmup's G): the student learns ``softmax(logits / T)`` of the teacher's tokens. 1 (default)
+        is plain cross-entropy (SeqKD as Kim & Rush, and every SFT trainer). The official GAD code
+        computes every actor log-prob at the rollout temperature (verl divides the logits by it in
+        the actor's forward pass), very likely the warmup's cross-entropy as well, so the student
+        learns ``softmax(z / 0.8)`` and then samples at 0.8; set 0.8 to mirror it
+        (``recipes/qwen2.5-7b-gpt5``). With T < 1 the student's raw distribution ends flatter.
     grad_clip: max global gradient norm (paper: 0.2).
     lr_warmup_steps: linear learning-rate warm-up, then constant.
     lora_r: LoRA rank; 0 (default) = full fine-tuning. > 0: the model's weights stay frozen and a
@@ -74,9 +89,10 @@ class GeneratorConfig:
 
     model: str = DEFAULT_MODEL
     lr: float = 1e-6
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01
     grad_clip: float = 0.2
     lr_warmup_steps: int = 0
+    sft_temperature: float = 1.0
     lora_r: int = 0
     lora_alpha: float = 0.0
     lora_dropout: float = 0.0
@@ -102,7 +118,8 @@ class DiscriminatorConfig:
     init: a ``discriminator.safetensors`` to load (e.g. from a warmup checkpoint); empty = fresh head.
     loss: ``bt`` (Bradley-Terry, the paper's Eq. 3) or ``bce`` (teacher=1/student=0, Table 4).
     update: train D during the stage. ``false`` freezes it (``gad offpolicy`` sets it for its GRPO phase).
-    lr, weight_decay, grad_clip, lr_warmup_steps: as for the generator (paper: lr 1e-6, clip 0.2).
+    lr, weight_decay, grad_clip, lr_warmup_steps: as for the generator (paper: lr 1e-6, clip 0.2;
+        official scripts: weight decay 0.01).
     lora_r, lora_alpha, lora_dropout, lora_target_modules, lora_lr: as for the generator: a LoRA
         adapter on D's frozen backbone; the head (one linear layer) trains whole, at ``lora_lr``
         with the adapter. With LoRA a fresh D's backbone is the base model (a LoRA generator's
@@ -115,7 +132,7 @@ class DiscriminatorConfig:
     loss: str = "bt"
     update: bool = True
     lr: float = 1e-6
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01
     grad_clip: float = 0.2
     lr_warmup_steps: int = 0
     lora_r: int = 0
@@ -161,16 +178,22 @@ class AlgorithmConfig:
     clip_ratio: PPO clip ε (0.2).
     kl_coef: weight of the k3 KL-to-reference loss term (paper: 0.001); 0 disables it and skips
         loading the reference model.
+    kl_clamp: each token's k3 value is clamped to at most this (verl's ``low_var_kl``, which the
+        official scripts use, clamps at 10); a clamped token adds no gradient. 0 = no clamp. The
+        log-ratio inside k3 is always clamped to ±20 (as verl), so one extreme token cannot give inf.
     scale_adv_by_std: GRPO's ``(r - mean) / std``; false gives ``r - mean`` (Dr. GRPO).
     ppo_epochs: passes over each rollout batch. 1 = strictly on-policy (ratio is 1 at the first pass).
     mini_batch_size: prompts per optimizer step within a rollout batch; 0 = the whole batch.
-    disc_only_steps: ``gad warmup`` trains only D for its first steps (paper: 10).
+    disc_only_steps: ``gad warmup`` trains only D for its first steps (paper: 10). The official
+        scripts' ``trainer.critic_warmup=10`` gives 9 in verl (it counts steps from 1 and updates the
+        actor from step 10 on); gad keeps the paper's 10, ``recipes/qwen2.5-7b-gpt5`` sets 9.
     disc_pretrain_steps: ``gad offpolicy`` trains D on the frozen student's samples for this many
         steps before freezing it; 0 = one epoch of the teacher set.
     """
 
     clip_ratio: float = 0.2
     kl_coef: float = 0.001
+    kl_clamp: float = 10.0
     scale_adv_by_std: bool = True
     ppo_epochs: int = 1
     mini_batch_size: int = 0
@@ -184,7 +207,15 @@ class TrainConfig:
 
     output_dir: the run folder (config.yaml, metrics.jsonl, tensorboard/, checkpoints/).
     init_from: a checkpoint folder (or a run folder: its newest checkpoint) whose generator and
-        discriminator start this stage, e.g. ``gad train`` from ``gad warmup``'s output.
+        discriminator start this stage, e.g. ``gad train`` from ``gad warmup``'s output. Its generator
+        is also the KL reference.
+    init_state: what else comes from ``init_from``: ``weights`` (default: a fresh optimizer, steps
+        from 0, the data order from its start) or ``all``: also the AdamW moments and learning-rate
+        schedules of the models the two stages share, the step count, the data position and the
+        random streams, so the stage continues that run as the official scripts do (their GAD
+        launch resumes the warmup's run folder). With ``all``, ``max_steps``/``epochs`` count from
+        the start of the run continued, as verl's ``total_epochs``; a model the earlier stage did not
+        train (D after ``gad seqkd``) starts with a fresh optimizer.
     batch_size: prompts per step (paper: 256).
     micro_batch_size: sequences per forward/backward pass (memory knob; results do not change).
     epochs: passes over the teacher set (paper: 1 for warmup); ignored when ``max_steps`` > 0.
@@ -218,6 +249,7 @@ class TrainConfig:
 
     output_dir: str = "runs/gad"
     init_from: str = ""
+    init_state: str = "weights"
     batch_size: int = 256
     micro_batch_size: int = 8
     epochs: float = 1.0
@@ -250,7 +282,11 @@ class LoraConfig:
         and the head stay fp32, as do their AdamW states). ``bf16`` halves the backbone's memory and
         loses no update (it never trains); keep ``fp32`` on CPU, where bf16 matmuls are slow.
 
-    Not supported yet: ``train.parallel`` ``ddp``/``fsdp2`` with LoRA (one process only).
+    With ``train.parallel``: under ``ddp`` each process holds the backbone and the adapters, whose
+    gradients are averaged after each optimizer step's last micro-batch (no DDP wrapper: the shared
+    backbone serves roles with separate optimizers); under ``fsdp2`` the backbone and adapters are
+    sharded together (a bf16 base and fp32 adapters, compute in bf16 with
+    ``train.mixed_precision: bf16``, gradients reduced in fp32).
     """
 
     share_base: bool = False
@@ -312,6 +348,7 @@ class Config:
             ("generator.lr", self.generator.lr),
             ("discriminator.lr", self.discriminator.lr),
             ("generator.grad_clip", self.generator.grad_clip),
+            ("generator.sft_temperature", self.generator.sft_temperature),
             ("discriminator.grad_clip", self.discriminator.grad_clip),
             ("rollout.temperature", r.temperature),
             ("algorithm.clip_ratio", a.clip_ratio),
@@ -327,6 +364,13 @@ class Config:
         need(self.discriminator.loss in ("bt", "bce"), f"discriminator.loss: must be 'bt' or 'bce', got {self.discriminator.loss!r}")
         need(t.mixed_precision in ("fp32", "bf16"), f"train.mixed_precision: must be 'fp32' or 'bf16', got {t.mixed_precision!r}")
         need(t.parallel in ("none", "ddp", "fsdp2"), f"train.parallel: must be 'none', 'ddp' or 'fsdp2', got {t.parallel!r}")
+        need(a.kl_clamp >= 0, f"algorithm.kl_clamp: must be >= 0 (0 = no clamp), got {a.kl_clamp}")
+        for sec, c in (("generator", self.generator), ("discriminator", self.discriminator)):
+            need(c.weight_decay >= 0, f"{sec}.weight_decay: must be >= 0, got {c.weight_decay}")
+        need(self.data.long_prompts in ("drop", "left", "right"),
+             f"data.long_prompts: must be 'drop', 'left' or 'right', got {self.data.long_prompts!r}")
+        need(t.init_state in ("weights", "all"), f"train.init_state: must be 'weights' or 'all', got {t.init_state!r}")
+        need(t.init_state == "weights" or bool(t.init_from), "train.init_state: 'all' continues train.init_from, which is empty")
         need(t.reference_dtype in ("fp32", "bf16"), f"train.reference_dtype: must be 'fp32' or 'bf16', got {t.reference_dtype!r}")
         self._validate_lora(need)
         if self.stage in ("warmup", "train", "offpolicy"):
@@ -359,11 +403,6 @@ class Config:
                  f"{sec}.lora_target_modules: 'all-linear' or comma-separated module names, got {c.lora_target_modules!r}")
         need(lo.base_dtype in ("fp32", "bf16"), f"lora.base_dtype: must be 'fp32' or 'bf16', got {lo.base_dtype!r}")
         with_d = self.stage in ("warmup", "train", "offpolicy")
-        any_lora = g.lora or (with_d and d.lora)
-        if any_lora:
-            need(self.train.parallel == "none",
-                 f"train.parallel: LoRA (generator.lora_r / discriminator.lora_r > 0) runs in one process for now; "
-                 f"{self.train.parallel} with LoRA is not supported yet: set train.parallel=none")
         if lo.share_base:
             need(g.lora, "lora.share_base: the shared backbone needs a LoRA generator: set generator.lora_r > 0")
             if with_d:

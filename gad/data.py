@@ -45,16 +45,16 @@ class DataStats:
     rows: int = 0
     bad_rows: int = 0
     dropped_long_prompts: int = 0
+    truncated_prompts: int = 0
     truncated_responses: int = 0
     examples: int = 0
     bad_row_messages: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        s = (
-            f"{self.examples} examples from {self.rows} rows; "
-            f"{self.dropped_long_prompts} dropped (prompt too long), "
-            f"{self.truncated_responses} teacher responses truncated"
-        )
+        s = f"{self.examples} examples from {self.rows} rows; {self.dropped_long_prompts} dropped (prompt too long), "
+        if self.truncated_prompts:
+            s += f"{self.truncated_prompts} prompts truncated (data.long_prompts), "
+        s += f"{self.truncated_responses} teacher responses truncated"
         if self.bad_rows:
             s += f", {self.bad_rows} malformed rows skipped"
         return s
@@ -126,21 +126,29 @@ def encode_response(tokenizer: Any, text: str, eos_id: int, max_length: int) -> 
 
 def encode_teacher_set(
     rows: list[TeacherRow], tokenizer: Any, eos_id: int, max_prompt_length: int, max_response_length: int,
-    stats: DataStats | None = None,
+    stats: DataStats | None = None, long_prompts: str = "drop",
 ) -> tuple[list[Example], DataStats]:
+    """Token ids of each row (the prompt with the student's chat template). A prompt over
+    ``max_prompt_length`` is dropped or, with ``long_prompts`` ``left``/``right``, cut on that side
+    (``data.long_prompts``); responses over ``max_response_length`` are truncated."""
     stats = stats or DataStats(rows=len(rows))
     examples = []
     for row in rows:
         prompt_ids = template_prompt(tokenizer, row.messages)
         if len(prompt_ids) > max_prompt_length:
-            stats.dropped_long_prompts += 1
-            continue
+            if long_prompts == "drop":
+                stats.dropped_long_prompts += 1
+                continue
+            cut = len(prompt_ids) - max_prompt_length
+            prompt_ids = prompt_ids[cut:] if long_prompts == "left" else prompt_ids[:max_prompt_length]
+            stats.truncated_prompts += 1
         response_ids, truncated = encode_response(tokenizer, row.teacher_response, eos_id, max_response_length)
         stats.truncated_responses += truncated
         examples.append(Example(row.id, prompt_ids, response_ids, truncated))
     stats.examples = len(examples)
     if not examples:
-        raise TeacherSetError("no example fits data.max_prompt_length; raise it or shorten the prompts")
+        raise TeacherSetError("no example fits data.max_prompt_length; raise it, shorten the prompts, "
+                              "or truncate them (data.long_prompts=left)")
     return examples, stats
 
 

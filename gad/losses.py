@@ -115,22 +115,26 @@ def clipped_policy_loss(
     return loss, metrics
 
 
-def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, clamp: float = 0.0) -> torch.Tensor:
     """Per-token low-variance KL estimate ``k3 = exp(q - p) - (q - p) - 1`` of KL(π‖π_ref).
 
     Schulman, "Approximating KL divergence" (2020). ``p`` = log π, ``q`` = log π_ref, evaluated on
     tokens sampled from π. Always ≥ 0, unbiased. The log-ratio is clamped to ±20 as verl does, so a
-    single extreme token cannot produce inf.
+    single extreme token cannot produce inf; ``clamp`` > 0 caps each token's value (verl's
+    ``low_var_kl``: 10), and a capped token has no gradient.
     """
     log_ratio = torch.clamp(ref_logprobs - logprobs, -20.0, 20.0)
-    return torch.exp(log_ratio) - log_ratio - 1.0
+    kl = torch.exp(log_ratio) - log_ratio - 1.0
+    return torch.clamp(kl, max=clamp) if clamp > 0 else kl
 
 
 def kl_penalty(
-    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, normaliser: float | None = None
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, normaliser: float | None = None,
+    clamp: float = 0.0,
 ) -> tuple[torch.Tensor, Metrics]:
-    """The KL-to-reference loss term (token-mean of k3); multiply by ``kl_coef`` (0.001 in the paper)."""
-    kl = k3_kl(logprobs, ref_logprobs)
+    """The KL-to-reference loss term (token-mean of k3, each token's capped at ``clamp`` > 0);
+    multiply by ``kl_coef`` (0.001 in the paper)."""
+    kl = k3_kl(logprobs, ref_logprobs, clamp)
     mask = mask.to(kl.dtype)
     denom = mask.sum().clamp(min=1.0) if normaliser is None else normaliser
     loss = (kl * mask).sum() / denom

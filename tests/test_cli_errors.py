@@ -47,7 +47,10 @@ def test_a_folder_that_is_not_a_model_is_one_line(capsys, teacher_set, tmp_path)
 
 
 def test_unknown_hub_id_is_one_line(capsys, teacher_set, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here either way; offline answers at once
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import, so set it too
     rc, err = run_main(capsys, "seqkd", *overrides("nobody-xyz/not-a-model", teacher_set, tmp_path / "run"))
     assert rc == 2 and "nobody-xyz/not-a-model: cannot load it as a model" in one_line_error(err, "seqkd")
 

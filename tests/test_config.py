@@ -156,3 +156,22 @@ def test_memory_switches_are_checked(teacher_set):
     cfg = load_config(None, base + ["train.gradient_checkpointing=true", "rollout.micro_batch_size=2",
                                     "train.reference_dtype=bf16"], stage="train")
     assert (cfg.train.gradient_checkpointing, cfg.rollout.micro_batch_size, cfg.train.reference_dtype) == (True, 2, "bf16")
+
+
+def test_fidelity_options_default_and_are_checked(teacher_set):
+    """The options that mirror the official scripts: weight decay 0.01 and the k3 clamp at 10 by
+    default (verl's); long prompts dropped, plain cross-entropy and weights-only init by default."""
+    base = [f"data.train_file={teacher_set}"]
+    cfg = load_config(None, base, stage="train")
+    assert (cfg.generator.weight_decay, cfg.discriminator.weight_decay, cfg.algorithm.kl_clamp) == (0.01, 0.01, 10.0)
+    assert (cfg.data.long_prompts, cfg.generator.sft_temperature, cfg.train.init_state) == ("drop", 1.0, "weights")
+    for item, message in [
+        ("data.long_prompts=middle", "data.long_prompts: must be 'drop', 'left' or 'right', got 'middle'"),
+        ("algorithm.kl_clamp=-1", "algorithm.kl_clamp: must be >= 0"),
+        ("generator.sft_temperature=0", "generator.sft_temperature: must be > 0"),
+        ("discriminator.weight_decay=-0.1", "discriminator.weight_decay: must be >= 0"),
+        ("train.init_state=optimizer", "train.init_state: must be 'weights' or 'all', got 'optimizer'"),
+        ("train.init_state=all", "train.init_state: 'all' continues train.init_from, which is empty"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, base + [item], stage="train")

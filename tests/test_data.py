@@ -80,6 +80,27 @@ def test_lengths_enforced_and_counted(tiny_model, tmp_path):
     assert "1 dropped" in stats.summary() and "1 teacher responses truncated" in stats.summary()
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_long_prompts_truncated_on_the_chosen_side(tiny_model, tmp_path, side):
+    """``data.long_prompts``: ``left`` keeps the end of the templated prompt (the assistant header the
+    student answers after), ``right`` its beginning (verl's ``truncation=right``); both are counted."""
+    from gad.data import template_prompt
+
+    tok = load_tokenizer(str(tiny_model))
+    p = write_rows(tmp_path / "t.jsonl", [
+        {"id": "short", "prompt": "what is a cat", "teacher_response": "a cat"},
+        {"id": "long-prompt", "prompt": " ".join(["cat"] * 50), "teacher_response": "yes"},
+    ])
+    rows, stats = read_teacher_set(p)
+    full = template_prompt(tok, rows[1].messages)
+    examples, stats = encode_teacher_set(rows, tok, tok.eos_token_id, 20, 10, stats, long_prompts=side)
+    assert [e.id for e in examples] == ["short", "long-prompt"] and len(full) > 20
+    assert examples[1].prompt_ids == (full[-20:] if side == "left" else full[:20])
+    assert examples[0].prompt_ids == template_prompt(tok, rows[0].messages)  # a prompt that fits is untouched
+    assert stats.truncated_prompts == 1 and stats.dropped_long_prompts == 0
+    assert "1 prompts truncated" in stats.summary()
+
+
 def test_encode_response_appends_eos(tiny_model):
     tok = load_tokenizer(str(tiny_model))
     ids, truncated = encode_response(tok, "yes good", tok.eos_token_id, 100)

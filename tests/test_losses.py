@@ -78,6 +78,19 @@ def test_k3_kl_hand_values():
     assert torch.isfinite(losses.k3_kl(torch.tensor([0.0]), torch.tensor([1e4])))  # clamped, not inf
 
 
+def test_k3_clamp_caps_each_token_and_stops_its_gradient():
+    """verl's low_var_kl: each token's k3 is clamped at 10; a clamped token adds no gradient."""
+    lp = torch.tensor([0.0, 0.0], requires_grad=True)
+    ref = torch.tensor([math.log(0.5), 5.0])  # token 2: exp(5) - 5 - 1 = 142.41
+    assert losses.k3_kl(lp, ref)[1].item() == pytest.approx(math.exp(5) - 6, rel=1e-6)
+    kl = losses.k3_kl(lp, ref, clamp=10.0)
+    assert kl[0].item() == pytest.approx(0.193147, abs=1e-6) and kl[1].item() == 10.0
+    kl.sum().backward()
+    assert lp.grad[1].item() == 0.0 and lp.grad[0].item() == pytest.approx(1 - 0.5)  # d/dp of exp(q-p)-(q-p)-1
+    loss, m = losses.kl_penalty(lp.detach()[None], ref[None], torch.tensor([[1, 1]]), clamp=10.0)
+    assert loss.item() == pytest.approx((0.193147 + 10) / 2, abs=1e-5) and m["policy/kl"] == pytest.approx(loss.item())
+
+
 def test_sft_loss_hand_values():
     lp = torch.tensor([[-1.0, -2.0], [-3.0, 0.0]])
     loss, _ = losses.sft_loss(lp, torch.tensor([[1, 1], [1, 0]]))

@@ -106,6 +106,61 @@ def test_warmup_output_starts_train(tiny_model, teacher_set, tmp_path):
     assert d_w.keys() == d_t.keys() and changed(d_w, d_t)
 
 
+def test_sft_temperature_is_the_cross_entropy_of_the_tempered_softmax(tiny_model, teacher_set, tmp_path):
+    """``generator.sft_temperature`` T: SeqKD's loss is the mean NLL of the teacher tokens under
+    softmax(logits / T) (computed here by hand before the update), and weight decay reaches AdamW."""
+    from gad.data import encode_response, read_teacher_set, template_prompt
+    from gad.models import load_causal_lm
+
+    cfg = cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "s", generator__sft_temperature=0.5,
+                  generator__weight_decay=0.05, train__max_steps=1)
+    result = stages.seqkd(cfg)
+    [row] = read_metrics(result.run_dir)
+    rows = {r.id: r for r in read_teacher_set(teacher_set)[0]}
+    model, tok = load_causal_lm(str(tiny_model))
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for i in row["batch_ids"]:
+            prompt = template_prompt(tok, rows[i].messages)
+            response = encode_response(tok, rows[i].teacher_response, tok.eos_token_id, 1000)[0]
+            logits = model(input_ids=torch.tensor([prompt + response])).logits[0, len(prompt) - 1 : -1] / 0.5
+            nll -= float(torch.log_softmax(logits, -1).gather(1, torch.tensor(response)[:, None]).sum())
+            count += len(response)
+    assert row["sft/nll"] == pytest.approx(nll / count, rel=1e-5)
+    state = torch.load(result.checkpoint / "state.pt", weights_only=True)
+    assert state["optimizers"]["gen"]["param_groups"][0]["weight_decay"] == 0.05
+
+
+def test_init_state_all_continues_the_run_it_starts_from(tiny_model, teacher_set, tmp_path):
+    """``train.init_state=all``: a GAD run of 2 steps continued to 4 equals one run of 4 steps (the
+    same data order, AdamW moments, schedules and random streams; KL off, since the continued stage's
+    reference is where it starts). From a warmup, the step count and both optimizers carry on."""
+    from gad.data import batch_indices
+
+    def gad(out, **extra):
+        return stages.train(cfg_for("train", tiny_model, teacher_set, out, algorithm__kl_coef=0, **extra))
+
+    whole = gad(tmp_path / "whole", train__max_steps=4)
+    gad(tmp_path / "first", train__max_steps=2)
+    rest = gad(tmp_path / "rest", train__max_steps=4, train__init_from=tmp_path / "first", train__init_state="all")
+    assert [r["step"] for r in read_metrics(rest.run_dir)] == [3, 4]
+    assert [r["batch_ids"] for r in read_metrics(rest.run_dir)] == [r["batch_ids"] for r in read_metrics(whole.run_dir)[2:]]
+    for part in ("generator/model.safetensors", "discriminator.safetensors"):
+        a, b = (load_file(str(r.checkpoint / part)) for r in (whole, rest))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), part
+    fresh = gad(tmp_path / "fresh", train__max_steps=2, train__init_from=tmp_path / "first")  # weights only
+    assert changed(*(weights(r.checkpoint / "generator") for r in (fresh, rest)))  # fresh AdamW: another update
+
+    stages.warmup(cfg_for("warmup", tiny_model, teacher_set, tmp_path / "w"))  # D alone at step 1, G and D at 2
+    cont = gad(tmp_path / "cont", train__max_steps=4, train__init_from=tmp_path / "w", train__init_state="all")
+    rows = read_metrics(cont.run_dir)
+    assert [r["step"] for r in rows] == [3, 4]
+    assert rows[0]["batch_ids"] == [f"q{i}" for i in batch_indices(2, 4, 16, 0)]  # the warmup's data position
+    optimizers = torch.load(cont.checkpoint / "state.pt", weights_only=True)["optimizers"]
+    steps = {k: int(o["state"][0]["step"]) for k, o in optimizers.items()}
+    assert steps == {"gen": 1 + 2, "disc": 2 + 2}  # a fresh optimizer would count 2 and 2
+
+
 def gradients_at_each_update(monkeypatch, run) -> list[tuple[str, dict[str, torch.Tensor]]]:
     """Run ``run()`` and return, for every optimizer step, the role and its parameters' gradients
     as the optimizer receives them (summed over micro-batches, before clipping)."""
@@ -348,7 +403,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_model, teacher_
 
 def test_ctrl_c_saves_then_resume_finishes(tiny_model, teacher_set, tmp_path):
     out = tmp_path / "c"
-    args = ["train", *overrides(tiny_model, teacher_set, out, train__max_steps=40, train__save_every=100,
+    args = ["train", *overrides(tiny_model, teacher_set, out, train__max_steps=16, train__save_every=100,
                                 rollout__max_new_tokens=24)]
     p = gad_cli(*args)
     deadline = time.time() + 240
@@ -360,6 +415,6 @@ def test_ctrl_c_saves_then_resume_finishes(tiny_model, teacher_set, tmp_path):
     assert p.returncode == 130, err
     assert "interrupt received" in err
     done = len(read_metrics(out))
-    assert done < 40 and (out / "checkpoints" / f"step-{done:06d}" / "state.pt").exists()
+    assert done < 16 and (out / "checkpoints" / f"step-{done:06d}" / "state.pt").exists()
     run_to_end([*args, "--resume"])
-    assert [r["step"] for r in read_metrics(out)] == list(range(1, 41))
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 17))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from gad.errors import InputNotFound, UserError
-from gad.lora import AdapterView, save_discriminator
+from gad.lora import PEFT_PREFIX, AdapterView, discriminator_state, save_discriminator
 from gad.trainer import shards
 from gad.trainer.parallel import unwrap
 from gad.trainer.roles import Roles
@@ -89,27 +89,35 @@ def save_checkpoint(run_dir: Path, step: int, roles: Roles, loop_state: dict[str
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     world.barrier()
-    generator_state = world.full_state_dict(roles.generator)  # collectives: every process takes part
-    disc_state = world.full_state_dict(roles.discriminator) if roles.discriminator is not None else None
+    gen, disc = roles.generator, roles.discriminator
+    # Gathered whole on rank 0 (collectives: every process takes part); with LoRA, the adapters and head.
+    if isinstance(gen, AdapterView):
+        generator_state = gen.adapters.state_dict(gen.name, prefix=PEFT_PREFIX)
+    else:
+        generator_state = world.full_state_dict(gen)
+    if isinstance(disc, AdapterView):
+        disc_state = discriminator_state(disc.model, disc.adapters, disc.name)
+    else:
+        disc_state = world.full_state_dict(disc) if disc is not None else None
     if world.distributed:
-        shards.save(tmp / "shards", roles.models(), roles.optimizers)
+        shards.save(tmp / "shards", roles.modules(), roles.optimizers)
     if world.distributed:  # each process's random streams, for a resume under as many processes
         torch.save(rng_state(), tmp / f"rng-rank{world.rank}.pt")
     world.barrier()
     if world.is_main:
-        gen, disc = roles.generator, roles.discriminator
         if isinstance(gen, AdapterView):  # LoRA: the adapter folder (peft's format), not the model
-            gen.adapters.save_folder(gen.name, tmp / "generator")
+            gen.adapters.save_folder(gen.name, tmp / "generator", generator_state)
         else:
             unwrap(gen).save_pretrained(tmp / "generator", state_dict=generator_state, safe_serialization=True)
         roles.tokenizer.save_pretrained(tmp / "generator")
         if isinstance(disc, AdapterView):  # LoRA: D's adapter and head
-            save_discriminator(tmp / "discriminator.safetensors", disc.model, disc.adapters, disc.name)
+            save_discriminator(tmp / "discriminator.safetensors", disc.model, disc.adapters, disc.name, disc_state)
         elif disc is not None:
             unwrap(disc).save(tmp / "discriminator.safetensors", state=disc_state)
         state = {
             **loop_state,
             "step": step,
+            "trained": sorted(roles.optimizers),  # the models whose optimizer state this holds
             "schedulers": {k: s.state_dict() for k, s in roles.schedulers.items()},
             "rng": rng_state(),
             "world_size": world.size,
@@ -153,18 +161,21 @@ def restore(roles: Roles, state: dict[str, Any], ckpt: Path) -> str:
     sharded checkpoint loads them again from its shards). Returns a note when the RNG could not be
     restored (a different number of processes)."""
     world = roles.world
+    # The models both runs train (a stage continuing another, train.init_state=all, may add D).
+    carried = [k for k in roles.optimizers if k in state.get("trained", roles.optimizers)]
     if "optimizers" in state:  # a one-process checkpoint
         if world.mode == "fsdp2":
             raise ResumeError(
                 f"{ckpt}: saved by a one-process run (train.parallel=none), whose optimizer state is not "
                 "sharded; resume it with train.parallel=none or ddp"
             )
-        for k, o in roles.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+        for k in carried:
+            roles.optimizers[k].load_state_dict(state["optimizers"][k])
     else:
-        shards.load(ckpt / "shards", roles.models(), roles.optimizers)
-    for k, s in roles.schedulers.items():
-        s.load_state_dict(state["schedulers"][k])
+        modules = roles.modules()
+        shards.load(ckpt / "shards", {k: modules[k] for k in carried}, {k: roles.optimizers[k] for k in carried})
+    for k in carried:
+        roles.schedulers[k].load_state_dict(state["schedulers"][k])
     saved_by = state.get("world_size", 1)
     if saved_by == world.size:
         own = ckpt / f"rng-rank{world.rank}.pt"

@@ -132,18 +132,22 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     for msg in stats.bad_row_messages[:5] if world.is_main else []:
         print(f"gad: skipped malformed row: {msg}", file=sys.stderr)
 
-    state: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None  # the training state to continue, and where it was saved
+    state_from: Path | None = None
     disc_path: str | None = None
     if resume and existing:
-        state = ckpt.load_state(existing[-1])
-        initial, gen_path = state["initial_generator"], str(existing[-1] / "generator")
-        disc_file = existing[-1] / "discriminator.safetensors"
+        state_from = existing[-1]
+        state = ckpt.load_state(state_from)
+        initial, gen_path = state["initial_generator"], str(state_from / "generator")
+        disc_file = state_from / "discriminator.safetensors"
         disc_path = str(disc_file) if disc_file.exists() else None
     elif cfg.train.init_from:
         init = ckpt.resolve_checkpoint(cfg.train.init_from)
         initial = gen_path = str(init / "generator")
         disc_file = init / "discriminator.safetensors"
         disc_path = str(disc_file) if disc_file.exists() else (cfg.discriminator.init or None)
+        if cfg.train.init_state == "all":  # continue that run: optimizers, schedules, step, data position
+            state_from, state = init, ckpt.load_state(init)
     else:
         initial = gen_path = resolve_model(cfg.generator.model)
         disc_path = cfg.discriminator.init or None
@@ -153,12 +157,13 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     if world.rank:  # different samples in each process; rank 0 keeps the one-process stream
         set_seed(cfg.train.seed + 1_000_003 * world.rank)
     examples, stats = encode_teacher_set(
-        rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats
+        rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats,
+        cfg.data.long_prompts,
     )
     total_steps, step_fn = stage_plan(cfg, len(examples))
     start = 0
-    if state is not None:
-        note = ckpt.restore(roles, state, existing[-1])
+    if state is not None and state_from is not None:
+        note = ckpt.restore(roles, state, state_from)
         if note and world.is_main:
             print(f"gad {cfg.stage}: {note}", file=sys.stderr)
         start = state["step"]

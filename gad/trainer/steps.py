@@ -134,7 +134,8 @@ def sequence_logprobs(
     """Per-token log-probs of the response tokens, ``(B, R)``; optionally the entropies, detached.
 
     ``temperature``: the sampling temperature, so the log-probs are those of the distribution the
-    samples came from (as verl and TRL compute them); 1 for teacher-forced SFT.
+    samples came from (as verl and TRL compute them); ``generator.sft_temperature`` (1 by default)
+    for teacher-forced cross-entropy.
     """
     R = seqs.response_ids.shape[1]
     logits = model(
@@ -242,7 +243,7 @@ def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: 
                         lp, old, advantages[sl].to(lp.device), mask, cfg.algorithm.clip_ratio, normaliser=mini_tokens
                     )
                     if use_kl:
-                        kl_loss, km = losses.kl_penalty(lp, ref_lp[i], mask, normaliser=mini_tokens)
+                        kl_loss, km = losses.kl_penalty(lp, ref_lp[i], mask, normaliser=mini_tokens, clamp=cfg.algorithm.kl_clamp)
                         loss = loss + cfg.algorithm.kl_coef * kl_loss
                         m.update(km)
                     roles.backward(loss, "gen", last=sl == in_mini[-1])
@@ -266,7 +267,7 @@ def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
     for sl in micro_slices:
         mb = seqs.rows(sl).to(roles.device)
         with timer.phase("sft_update"), roles.autocast():
-            lp, _ = sequence_logprobs(roles.generator, mb)
+            lp, _ = sequence_logprobs(roles.generator, mb, temperature=roles.cfg.generator.sft_temperature)
             loss, m = losses.sft_loss(lp, mb.response_mask, normaliser=total)
             roles.backward(loss, "gen", last=sl == micro_slices[-1])
         avg.add(m, weight=float(mb.response_mask.sum()))
