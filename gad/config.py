@@ -236,6 +236,10 @@ class TrainConfig:
         Keep ``fp32`` on CPU, where bf16 matmuls are slower, and for runs that must match fp32
         numbers exactly (the KL values move by about bf16's rounding).
     max_bad_steps: stop after this many consecutive steps whose loss or gradient was NaN/inf.
+    stop_on_imbalance: save a checkpoint and stop (exit code 1) when the balance monitor sees a
+        condition hold (D too strong, D lost the student, reward rising with length, entropy
+        collapse, one phrase or length repeated across samples; :mod:`gad.trainer.balance`). Off by
+        default: each condition is printed once when it starts and logged as ``balance/*`` either way.
     tensorboard: also log to ``output_dir/tensorboard``.
     parallel: ``none``, ``ddp`` or ``fsdp2``: how K processes started by ``torchrun`` or ``accelerate
         launch`` share the work. ``ddp`` keeps whole models in each process and averages gradients;
@@ -261,6 +265,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     reference_dtype: str = "fp32"
     max_bad_steps: int = 3
+    stop_on_imbalance: bool = False
     tensorboard: bool = True
     parallel: str = "none"
 

@@ -76,3 +76,29 @@ def test_comparison_and_verdict_by_hand():
     results["gad"]["rouge_l"]["value"] = 0.105
     better, worse, tied = closer(comparison(results, answers, ["In short: a"] * 4, "In short:")[2], "gad", "untrained")
     assert worse == ["length"] and tied == ["ROUGE-L"]
+
+
+def test_live_monitor_names_each_condition_once_when_it_starts():
+    """The conditions the run checks as it goes: D lost the student, and one phrase repeated across
+    samples far more than in the teacher's responses; each reported once, flagged while it holds."""
+    from gad.trainer.balance import BalanceMonitor, imbalances, repetition_stats
+
+    assert "d_lost" in imbalances(rows(10, disc__accuracy=lambda i: 0.3))
+    assert "d_lost" not in imbalances(rows(9, disc__accuracy=lambda i: 0.3))  # two windows needed
+    same = repetition_stats([[1, 2, 3, 4, 9]] * 6 + [[5, 6, 7, 8]] * 2, [[7, 7, 7, 7, 7]] * 4)
+    assert same["balance/repeated_ngram_frac"] == 0.75 and same["balance/teacher_ngram_frac"] == 0.0
+    shared = repetition_stats([[1, 2, 3, 4, i] for i in range(8)], [[1, 2, 3, 4, 0]] * 2)
+    assert shared["balance/repeated_ngram_frac"] == 1.0 and shared["balance/teacher_ngram_frac"] == 1.0
+    assert shared["balance/repeated_length_frac"] == 1.0 and shared["balance/teacher_length_frac"] == 1.0
+
+    monitor = BalanceMonitor()
+    said = []
+    for step in range(1, 13):
+        repeat = 0.95 if step > 4 else 0.2
+        flags, started = monitor.update(step, {"balance/repeated_ngram_frac": repeat, "balance/teacher_ngram_frac": 0.1,
+                                               "balance/repeated_length_frac": 0.2, "balance/teacher_length_frac": 0.2})
+        said += [(step, m) for m in started]
+        assert flags["balance/repetition"] == float(step >= 9)  # the last window's mean above 0.8 from step 9
+    assert len(said) == 1 and said[0][0] == 9 and "repeats one phrase" in said[0][1]
+    # a phrase the teacher uses as often (a house style) is no warning
+    assert not imbalances(rows(6, balance__repeated_ngram_frac=lambda i: 1.0, balance__teacher_ngram_frac=lambda i: 0.9))

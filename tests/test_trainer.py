@@ -418,3 +418,26 @@ def test_ctrl_c_saves_then_resume_finishes(tiny_model, teacher_set, tmp_path):
     assert done < 16 and (out / "checkpoints" / f"step-{done:06d}" / "state.pt").exists()
     run_to_end([*args, "--resume"])
     assert [r["step"] for r in read_metrics(out)] == list(range(1, 17))
+
+
+def test_an_imbalanced_run_is_told_as_it_goes_and_can_stop_with_a_checkpoint(tiny_model, teacher_set, tmp_path, capsys):
+    """D far faster than G (lr 300x): D's accuracy pins at 1 within a few steps. The run says so once,
+    when it starts, flags it in its metrics; with train.stop_on_imbalance it saves and stops (exit 1)."""
+    from gad.cli import main as gad_main
+
+    def run(out, *extra):
+        return gad_main(["train", *overrides(tiny_model, teacher_set, out, train__max_steps=14, discriminator__lr=3e-3,
+                                             generator__lr=1e-5, train__save_every=100), *extra])
+
+    assert run(tmp_path / "watch") == 0
+    err = capsys.readouterr().err
+    assert err.count("balance: D accuracy stuck above 0.95") == 1
+    rows = read_metrics(tmp_path / "watch")
+    flagged = [r["step"] for r in rows if r["balance/d_too_strong"] == 1.0]
+    assert flagged and flagged[0] >= 5 and flagged == list(range(flagged[0], 15))
+    assert all(0 <= r["balance/repeated_ngram_frac"] <= 1 for r in rows)
+
+    assert run(tmp_path / "stop", "train.stop_on_imbalance=true") == 1
+    err = capsys.readouterr().err
+    assert f"stopped on imbalance (d_too_strong; train.stop_on_imbalance) at step {flagged[0]}" in err
+    assert [p.name for p in (tmp_path / "stop" / "checkpoints").iterdir()] == [f"step-{flagged[0]:06d}"]

@@ -36,4 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from gad import stages
 
     result = getattr(stages, args.command)(cfg, resume=args.resume)
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return 130
+    return 1 if result.stopped else 0  # stopped early (train.stop_on_imbalance): the run said why

@@ -1,8 +1,7 @@
 """One training run in the report: its curves, the last step's numbers, balance warnings, its settings.
 
-The balance warnings watch the two-player game the paper describes: a discriminator that always wins
-gives the generator no signal; a reward that climbs while responses grow fast looks like reward
-hacking; a collapsing entropy means the policy stopped exploring.
+The balance warnings (:mod:`gad.trainer.balance`, the checks a run makes as it goes) watch the
+two-player game the paper describes.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import Any
 from gad.errors import InputNotFound
 from gad.plots import figure
 from gad.report.render import Doc
+from gad.trainer.balance import balance_warnings
 from gad.trainer.tracking import read_metrics
 
 CURVES = [
@@ -30,48 +30,6 @@ STAGE_ORDER = {"seqkd": 0, "warmup": 1, "train": 2, "offpolicy": 3}
 
 def _series(rows: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
     return [(r["step"], float(r[key])) for r in rows if isinstance(r.get(key), (int, float))]
-
-
-def _mean(xs: list[tuple[int, float]]) -> float:
-    return sum(v for _, v in xs) / len(xs)
-
-
-def balance_warnings(
-    rows: list[dict[str, Any]], window: int = 5, d_acc_max: float = 0.95, length_growth: float = 1.5,
-    entropy_drop: float = 0.3,
-) -> list[str]:
-    """Plain-language warnings from one run's metrics; empty when the game looks balanced.
-
-    - D accuracy above ``d_acc_max`` over the last ``window`` steps: D too strong, G gets no signal.
-    - reward rising while the mean length grew by more than ``length_growth``× from the first to the
-      last window: possible reward hacking through length.
-    - entropy in the last window below ``entropy_drop`` × the first window's: entropy collapse.
-
-    The trends compare the first and last ``window`` steps, shrunk to half the run when it is shorter
-    than two windows (a run of under 4 steps has no trend).
-    """
-    out = []
-    acc = _series(rows, "disc/accuracy")
-    if len(acc) >= window and _mean(acc[-window:]) > d_acc_max:
-        out.append(f"D accuracy stuck above {d_acc_max:.2f} (mean {_mean(acc[-window:]):.3f} over the last "
-                   f"{window} steps): the discriminator is too strong and the generator gets little signal; "
-                   "consider a lower discriminator.lr or more generator steps")
-
-    def trend(key: str) -> tuple[float, float] | None:
-        xs = _series(rows, key)
-        w = min(window, len(xs) // 2)
-        return (_mean(xs[:w]), _mean(xs[-w:])) if w >= 2 else None
-
-    reward, length = trend("reward/mean"), trend("gen/response_length_mean")
-    if reward and length:
-        (r0, r1), (l0, l1) = reward, length
-        if r1 > r0 and l0 > 0 and l1 / l0 > length_growth:
-            out.append(f"reward rising ({r0:.3g} → {r1:.3g}) while responses grow fast ({l0:.1f} → {l1:.1f} "
-                       "tokens): possible reward hacking; check samples and the discriminator's accuracy")
-    ent = trend("policy/entropy")
-    if ent and ent[0] > 0 and ent[1] < entropy_drop * ent[0]:
-        out.append(f"entropy collapse ({ent[0]:.3g} → {ent[1]:.3g}): the policy has stopped exploring")
-    return out
 
 
 def plot_run(rows: list[dict[str, Any]], out: Path, title: str) -> Path:

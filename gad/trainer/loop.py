@@ -21,10 +21,11 @@ from gad.errors import UserError
 from gad.models import resolve_model
 from gad.trainer import checkpoint as ckpt
 from gad.trainer import parallel
+from gad.trainer.balance import BalanceMonitor
 from gad.trainer.roles import build_roles
 from gad.trainer.steps import PromptBatch, gad_step, seqkd_step, warmup_step
 from gad.trainer.timing import PhaseTimer
-from gad.trainer.tracking import MetricsLogger, NullLogger
+from gad.trainer.tracking import MetricsLogger, NullLogger, read_metrics
 
 StepFn = Callable[[int, PromptBatch, Any, PhaseTimer], dict[str, float]]
 
@@ -44,6 +45,7 @@ class RunResult:
     step: int
     checkpoint: Path | None
     interrupted: bool = False
+    stopped: str = ""  # why the run stopped before its last step, when not interrupted (an imbalance)
 
 
 def stage_plan(cfg: Config, n_examples: int) -> tuple[int, StepFn]:
@@ -177,11 +179,17 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
         print(f"gad {cfg.stage}: {stats.summary()}", file=sys.stderr)
         print(f"gad {cfg.stage}: generator {gen_path} on {where}; steps {start}→{total_steps}; "
               f"run folder {run_dir}", file=sys.stderr)
+    # Every process runs the same balance monitor on the same (reduced) metrics, so they stop together;
+    # a resumed run's monitor starts from the rows before its checkpoint.
+    resumed = resume and start > 0 and (run_dir / "metrics.jsonl").exists()
+    monitor = BalanceMonitor(rows=[r for r in read_metrics(run_dir) if r["step"] <= start] if resumed else [])
+    world.barrier()  # every process has read the rows before rank 0's logger trims those after the checkpoint
     logger = (MetricsLogger(run_dir, total_steps, start, cfg.train.tensorboard, desc=cfg.stage)
               if world.is_main else NullLogger())
     last_ckpt = existing[-1] if existing else None
     step = start
     interrupted = False
+    stopped = ""
 
     def save(step: int) -> Path:
         return ckpt.save_checkpoint(
@@ -204,8 +212,12 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
                 bad_in_a_row = bad_in_a_row + 1 if skipped else 0
                 bad_total += int(skipped)
                 metrics["guard/bad_steps_total"] = float(bad_total)
+                flags, started = monitor.update(step + 1, metrics)
+                metrics.update(flags)
                 logger.log(step + 1, metrics, {"batch_ids": [examples[i].id for i in idx],
                                                "epoch": step * cfg.train.batch_size // len(examples)})
+                for message in started:
+                    logger.write(f"gad {cfg.stage}: step {step + 1}: balance: {message}")
                 if skipped:
                     logger.write(f"gad: step {step + 1}: NaN/inf loss or gradient, update skipped "
                                  f"({bad_in_a_row} in a row, {bad_total} in all)")
@@ -216,10 +228,11 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
                     )
                 done = step + 1
                 stop = world.any(interrupts.requested)  # a signal seen by one process stops them all here
-                if done % cfg.train.save_every == 0 or done == total_steps or stop:
+                imbalanced = cfg.train.stop_on_imbalance and bool(monitor.active)
+                if done % cfg.train.save_every == 0 or done == total_steps or stop or imbalanced:
                     last_ckpt = save(done)
-                if stop:
-                    interrupted = True
+                if stop or imbalanced:
+                    interrupted, stopped = stop, "" if stop else "imbalance"
                     step = done
                     break
             else:
@@ -228,6 +241,8 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
         logger.close()
     where = f"checkpoint {last_ckpt}" if last_ckpt else "no checkpoint"
     if world.is_main:
-            print(f"gad {cfg.stage}: {'interrupted at' if interrupted else 'finished'} step {step}; {where}; "
-              f"metrics {run_dir / 'metrics.jsonl'}", file=sys.stderr)
-    return RunResult(run_dir, step, last_ckpt, interrupted)
+        how = "interrupted at" if interrupted else (
+            f"stopped on imbalance ({', '.join(sorted(monitor.active))}; train.stop_on_imbalance) at" if stopped
+            else "finished")
+        print(f"gad {cfg.stage}: {how} step {step}; {where}; metrics {run_dir / 'metrics.jsonl'}", file=sys.stderr)
+    return RunResult(run_dir, step, last_ckpt, interrupted, stopped)

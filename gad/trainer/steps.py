@@ -19,6 +19,7 @@ import torch
 from gad import losses
 from gad.batch import SeqBatch, pack
 from gad.data import Example
+from gad.trainer.balance import repetition_stats
 from gad.trainer.parallel import World
 from gad.trainer.roles import Roles
 from gad.trainer.timing import PhaseTimer
@@ -102,6 +103,7 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
         "reward/std": all_rewards.std().item() if all_rewards.numel() > 1 else 0.0,
         "reward/group_std": all_rewards.std(dim=1).mean().item(),
         **response_stats(samples, roles.eos_id, roles.world),
+        **sample_repetition(batch, samples, roles.world),
     }
 
 
@@ -115,7 +117,7 @@ def warmup_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, train_gener
     _, metrics = discriminator_phase(roles, batch, samples, timer, update=True)
     if train_generator:
         metrics.update(sft_phase(roles, batch, timer))
-    return {**metrics, **response_stats(samples, roles.eos_id, roles.world)}
+    return {**metrics, **response_stats(samples, roles.eos_id, roles.world), **sample_repetition(batch, samples, roles.world)}
 
 
 def seqkd_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer) -> Metrics:
@@ -276,6 +278,13 @@ def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
     with timer.phase("sft_update"):
         metrics.update(roles.step_optimizer("gen", metrics["sft/nll"]))
     return metrics
+
+
+def sample_repetition(batch: PromptBatch, samples: list[list[int]], world: World) -> Metrics:
+    """:func:`gad.trainer.balance.repetition_stats` of this process's samples and teacher responses,
+    averaged over processes (the balance monitor reads them)."""
+    stats = repetition_stats(samples, [e.response_ids for e in batch.examples])
+    return world.mean_metrics(stats, dict.fromkeys(stats, 1.0))
 
 
 def response_stats(samples: list[list[int]], eos_id: int, world: World | None = None) -> Metrics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ class MetricsLogger:
         self.bar.update(1)
 
     def write(self, message: str) -> None:
-        self.bar.write(message)
+        """A line above the progress bar, on stderr with the run's other messages."""
+        self.bar.write(message, file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
