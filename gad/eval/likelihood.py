@@ -120,13 +120,15 @@ def per_token_mean(logprobs: Sequence[float] | None) -> float | None:
 
 
 def likelihood_estimate(per_item: Sequence[float | None], n_tokens: Sequence[int | None], *,
-                        seed: int = 0) -> dict[str, Any] | None:
+                        seed: int = 0) -> dict[str, Any]:
     """The set's score: the mean over scored answers of their per-token means, a 95% bootstrap
-    interval over answers, how many answers and tokens were scored and how many were skipped
-    (too long for the model). None when nothing was scored."""
+    interval over answers, how many answers (``n``) and tokens were scored and how many were
+    skipped (``n_skipped``: too long for the model, or an empty answer cut at the token budget, e.g.
+    a model that only produced special tokens, which decode to nothing). With nothing scored,
+    ``value``, ``low`` and ``high`` are None."""
     scored = [x for x in per_item if x is not None]
     if not scored:
-        return None
+        return {"value": None, "low": None, "high": None, "n": 0, "n_tokens": 0, "n_skipped": len(per_item)}
     est = bootstrap_ci(scored, seed=seed).to_dict()
     est["n_tokens"] = sum(t for t in n_tokens if t)
     est["n_skipped"] = len(per_item) - len(scored)

@@ -116,9 +116,17 @@ def likelihood_table(results: Results) -> str:
             row = [model, s]
             for k in LIKELIHOODS:
                 e = m.get(k)
-                row += [_interval(e, "value", "{:.3f}"), f"{e['n']} ({e['n_tokens']})" if e else "–"]
+                row += [_interval(e, "value", "{:.3f}"), _scored(e)]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def _scored(e: dict | None) -> str:
+    """Answers scored (tokens), and of how many when some could not be."""
+    if not e:
+        return "–"
+    skipped = e.get("n_skipped") or 0
+    return f"{e['n']}" + (f" of {e['n'] + skipped}" if skipped else "") + f" ({e['n_tokens']})"
 
 
 def paired_table(results: Results) -> str:
@@ -131,7 +139,7 @@ def paired_table(results: Results) -> str:
             for k in LIKELIHOODS:
                 for other, d in ((m.get(k) or {}).get("paired") or {}).items():
                     if d:
-                        rows.append([s, k, f"{model} − {other}", _interval(d, "value", "{:+.3f}"), str(d["n"])])
+                        rows.append([s, k, f"{model} − {other}", _interval(d, "value", "{:+.3g}"), str(d["n"])])
     if not rows:
         return ""
     rows.sort(key=lambda r: (r[0], r[1]))

@@ -295,10 +295,9 @@ def add_likelihoods(results: Results, lik: dict[str, Likelihoods], sets: list[Ev
                 m = results[name][s.name]
                 m["per_item"][kind] = means[name]
                 est = likelihood_estimate(means[name], [n for _, n in scored[name]], seed=cfg.seed)
-                if est is not None:
-                    est["scorer"] = teacher_label(cfg) if kind == "precision" else model_label(specs[name])
-                    est["paired"] = {other: paired_difference(means[name], means[other], seed=cfg.seed)
-                                     for other in names[:i]}
+                est["scorer"] = teacher_label(cfg) if kind == "precision" else model_label(specs[name])
+                est["paired"] = {other: paired_difference(means[name], means[other], seed=cfg.seed)
+                                 for other in names[:i]}
                 m[kind] = est
 
 

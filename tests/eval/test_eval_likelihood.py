@@ -80,7 +80,8 @@ def test_aggregation_by_hand():
     est = likelihood_estimate([-1.0, None, -3.0], [4, None, 2])
     assert est["value"] == pytest.approx(-2.0) and est["n"] == 2 and est["n_tokens"] == 6 and est["n_skipped"] == 1
     assert -3.0 <= est["low"] <= est["value"] <= est["high"] <= -1.0
-    assert likelihood_estimate([None], [None]) is None
+    assert likelihood_estimate([None], [None]) == {"value": None, "low": None, "high": None, "n": 0, "n_tokens": 0,
+                                                  "n_skipped": 1}
     d = paired_difference([-1.0, -2.0, None, -4.0], [-1.5, -2.5, -9.0, None])
     assert d["value"] == pytest.approx(0.5) and d["n"] == 2 and d["low"] == d["high"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="same items"):
