@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "evaluate students on eval sets: n-gram F1, ROUGE-L, lengths, distinguishability, LLM judge; report"
+HELP = ("evaluate students on eval sets: n-gram F1, ROUGE-L, lengths, distinguishability, LLM judge, "
+        "precision/coverage under a local teacher; report")
 ON_INTERRUPT = "rerun the same command to resume (generations and judgments are kept)"
 
 

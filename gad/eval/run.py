@@ -9,7 +9,9 @@
    scores (:mod:`gad.eval.judge`, stores under ``OUT/judge/<judge model>/``);
 4. every metric per (model, set) (:func:`gad.eval.evaluate.evaluate_generations`), lengths in the
    student tokenizer's tokens;
-5. ``OUT/results.json`` (:mod:`gad.eval.results`), ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
+5. with a local teacher (``teacher_model``) or ``coverage``: precision and coverage per token
+   (:mod:`gad.eval.likelihood`), scored once into ``OUT/<model name>/likelihoods.jsonl``;
+6. ``OUT/results.json`` (:mod:`gad.eval.results`), ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
 
 References: a set's own (a teacher set's ``teacher_response``, Dolly's response, ...); for a set
 without any (Vicuna 80, MT-Bench) the judge's reference answers stand in, so n-gram F1, ROUGE-L and
@@ -246,12 +248,12 @@ def ensure_likelihoods(cfg: EvalConfig, sets: list[EvalSet], gens: dict[str, dic
             row = caches[name].get((kind, set_name, item_id))
             if row is None or row.get("key") != cache_key(scorer, item):
                 pending.setdefault(scorer, []).append((name, r))
+    import torch
+
     for scorer, todo in pending.items():
         spec = scorer.removeprefix("teacher:")
         _log(f"likelihoods: {len(todo)} answers scored by {spec}"
              + (" with its hidden context" if scorer.startswith("teacher:") and cfg.teacher_context else ""))
-        import torch
-
         model, tokenizer = load_causal_lm(spec)
         model.to("cuda" if torch.cuda.is_available() else "cpu")
         scores = score_answers(model, tokenizer, [r[4] for _, r in todo], batch_size=cfg.likelihood_batch_size)
