@@ -94,12 +94,13 @@ def score_answers(model: Any, tokenizer: Any, items: Sequence[Scoring], *, batch
                 mask[row, : len(s)] = 1
             with torch.no_grad():
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-            for row, i in enumerate(batch):
+            for row, i in enumerate(batch):  # (B, T, V) logits: normalise only the answer's rows
                 p, a = encoded[i]
-                positions = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=logp.device)  # predict a_t
+                rows = logits[row, len(p) - 1 : len(p) + len(a) - 1].float()  # (len(a), V): predict a_t
+                logp = torch.log_softmax(rows, dim=-1)
                 targets = torch.tensor(a, device=logp.device)
-                out[i] = logp[row, positions, targets].tolist()
+                out[i] = logp[torch.arange(len(a), device=logp.device), targets].tolist()
+            del logits
     finally:
         model.train(was_training)
     return out
