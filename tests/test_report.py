@@ -58,26 +58,6 @@ def metrics(acc, f1, rl, length):
             "reference_length": {"mean": 20.0}, "n_truncated": 1}
 
 
-def test_comparison_and_verdict_by_hand():
-    from gad.report.comparison import closer, comparison, style_rate
-
-    assert style_rate([" in short: yes", "No.", "In short: no"], "In short:") == 2 / 3
-    results = {"untrained": metrics(0.95, 0.20, 0.10, 80.0), "gad": metrics(0.70, 0.30, 0.15, 30.0)}
-    answers = {"untrained": ["Well..."] * 4, "gad": ["In short: x"] * 3 + ["No"]}
-    head, table, nums = comparison(results, answers, ["In short: a"] * 4, "In short:")
-    assert table[0][:2] == ["untrained", "0%"] and table[1][:2] == ["gad", "75%"] and table[2][:2] == ["teacher", "100%"]
-    assert table[1][2] == "0.700 [0.600, 0.800]" and table[1][-1] == "1/10"
-    better, worse, tied = closer(nums, "gad", "untrained")
-    assert sorted(better) == sorted(["distinguishability", "F1@1", "F1@2", "ROUGE-L", "length", "style"])
-    assert not worse and not tied
-    # closeness in length and style is distance to the teacher's value, not "more is better";
-    # differences inside the tie margins are ties
-    results["gad"]["length"]["mean"] = 200.0
-    results["gad"]["rouge_l"]["value"] = 0.105
-    better, worse, tied = closer(comparison(results, answers, ["In short: a"] * 4, "In short:")[2], "gad", "untrained")
-    assert worse == ["length"] and tied == ["ROUGE-L"]
-
-
 def test_comparison_shows_precision_coverage_and_paired_differences():
     from gad.report.comparison import comparison, paired_rows
 
@@ -98,3 +78,23 @@ def test_comparison_shows_precision_coverage_and_paired_differences():
     # without the measures, the table is as before
     del results["gad"]["precision"], results["gad"]["coverage"], results["untrained"]["precision"], results["untrained"]["coverage"]
     assert not any(h.startswith(("precision", "coverage")) for h in comparison(results, {}, ["a"], None)[0])
+
+
+def test_comparison_and_verdict_by_hand():
+    from gad.report.comparison import closer, comparison, style_rate
+
+    assert style_rate([" in short: yes", "No.", "In short: no"], "In short:") == 2 / 3
+    results = {"untrained": metrics(0.95, 0.20, 0.10, 80.0), "gad": metrics(0.70, 0.30, 0.15, 30.0)}
+    answers = {"untrained": ["Well..."] * 4, "gad": ["In short: x"] * 3 + ["No"]}
+    head, table, nums = comparison(results, answers, ["In short: a"] * 4, "In short:")
+    assert table[0][:2] == ["untrained", "0%"] and table[1][:2] == ["gad", "75%"] and table[2][:2] == ["teacher", "100%"]
+    assert table[1][2] == "0.700 [0.600, 0.800]" and table[1][-1] == "1/10"
+    better, worse, tied = closer(nums, "gad", "untrained")
+    assert sorted(better) == sorted(["distinguishability", "F1@1", "F1@2", "ROUGE-L", "length", "style"])
+    assert not worse and not tied
+    # closeness in length and style is distance to the teacher's value, not "more is better";
+    # differences inside the tie margins are ties
+    results["gad"]["length"]["mean"] = 200.0
+    results["gad"]["rouge_l"]["value"] = 0.105
+    better, worse, tied = closer(comparison(results, answers, ["In short: a"] * 4, "In short:")[2], "gad", "untrained")
+    assert worse == ["length"] and tied == ["ROUGE-L"]
