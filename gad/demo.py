@@ -14,7 +14,9 @@
    GAD rows of the comparison differ by exactly the adversarial stage.
 4. **gad**: GAD steps from the warmup checkpoint (G and D).
 5. **eval**: the untrained, SeqKD and GAD students answer the held-out prompts (greedy);
-   distinguishability from the teacher, n-gram F1, ROUGE-L, lengths, and the style rate.
+   distinguishability from the teacher, n-gram F1, ROUGE-L, lengths, the style rate, coverage (each
+   student's log-likelihood of the teacher's answers) and, with the local teacher, precision (the
+   teacher's log-likelihood of each student answer behind its hidden context).
 6. **report**: ``report.html`` / ``report.md`` (:func:`gad.report.write_run_report`).
 """
 
@@ -192,14 +194,22 @@ def run_stage_once(name: str, cfg: Any) -> tuple[Path, bool]:
 # 5. Evaluation
 
 
-def evaluate_students(out: Path, plan: DemoPlan, model: str, heldout_file: Path, checkpoints: dict[str, Path]) -> Path:
+def evaluate_students(out: Path, plan: DemoPlan, model: str, heldout_file: Path, checkpoints: dict[str, Path],
+                      local_teacher: bool = True) -> Path:
     """Greedy answers of each student to the held-out prompts, and every API-free metric against
-    the teacher's answers; returns ``eval/results.json``."""
+    the teacher's answers; returns ``eval/results.json``.
+
+    Coverage (each student's log-likelihood of the teacher's answers) always; with the
+    ``local_teacher`` (the student model behind :data:`HIDDEN_CONTEXT`), precision too: that teacher's
+    log-likelihood of each student answer with its hidden context (:mod:`gad.eval.likelihood`)."""
+    from gad.config import DEFAULT_MODEL
     from gad.eval.run import EvalConfig, run_eval
 
     specs = {"untrained": model or None, **{k: str(checkpoints[k] / "generator") for k in ("seqkd", "gad")}}
     cfg = EvalConfig(models=list(specs.values()), names=list(specs), data=[str(heldout_file)], out=out / "eval",
-                     max_new_tokens=plan.eval_max_new_tokens, batch_size=plan.eval_batch, replace_stale=True)
+                     max_new_tokens=plan.eval_max_new_tokens, batch_size=plan.eval_batch, replace_stale=True,
+                     teacher_model=(model or DEFAULT_MODEL) if local_teacher else None,
+                     teacher_context=HIDDEN_CONTEXT if local_teacher else None, coverage=True)
     run_eval(cfg)  # a stage that trained further since its answers (more steps) answers again
     return out / "eval" / "results.json"
 
@@ -255,7 +265,7 @@ def run_demo(out: str | Path | None = None, model: str = "", quick: bool = False
 
     _phase(5, "eval", f"untrained, SeqKD and GAD students answer {plan.heldout_prompts} held-out prompts")
     t = time.perf_counter()
-    evaluate_students(out, plan, model, heldout_file, checkpoints)
+    evaluate_students(out, plan, model, heldout_file, checkpoints, local_teacher=not teacher_model)
     manifest["seconds"]["eval"] = round(time.perf_counter() - t, 1)
     save_manifest()
 

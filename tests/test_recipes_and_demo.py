@@ -70,10 +70,21 @@ def test_demo_quick_end_to_end(tiny_model, tmp_path):
     results = json.loads((out / "eval" / "results.json").read_text())["models"]
     assert list(results) == ["untrained", "seqkd", "gad"]
     assert all(r["teacher-heldout"]["n"] == 12 and r["teacher-heldout"]["distinguishability"] for r in results.values())
+    # precision under the hidden-context teacher, coverage of the teacher's answers, paired differences
+    # (the tiny students' greedy answers may be special tokens only, nothing to score: counted as skipped)
+    for name, r in results.items():
+        for kind in ("precision", "coverage"):
+            e = r["teacher-heldout"][kind]
+            assert e["n"] + e["n_skipped"] == 12 and (e["n"] == 0 or e["low"] <= e["value"] <= e["high"]), (name, kind)
+        assert r["teacher-heldout"]["coverage"]["n"] == 12  # the teacher's answers are words
+    assert results["untrained"]["teacher-heldout"]["precision"]["scorer"] == f"{tiny_model} + hidden context (5 messages)"
+    assert set(results["gad"]["teacher-heldout"]["precision"]["paired"]) == {"untrained", "seqkd"}
+    assert results["gad"]["teacher-heldout"]["coverage"]["paired"]["seqkd"]["n"] == 12
     # 6. the report: comparison, verdict, answers side by side, curves, settings
     page = (out / "report.html").read_text()
     for needle in ("Held-out comparison", "the GAD student against the untrained one", "Answers side by side",
-                   "gad-curves.png", "seqkd-curves.png", "hidden context", heldout[0]["messages"][0]["content"]):
+                   "gad-curves.png", "seqkd-curves.png", "hidden context", heldout[0]["messages"][0]["content"],
+                   "precision: teacher&#x27;s log-lik.", "coverage: log-lik.", "gad − seqkd", "interval excludes 0"):
         assert needle in page, needle
     assert all((out / f"{s}-curves.png").stat().st_size > 1000 for s in steps)
     # a second run finds every phase done: nothing is trained or asked again

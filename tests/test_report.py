@@ -58,6 +58,28 @@ def metrics(acc, f1, rl, length):
             "reference_length": {"mean": 20.0}, "n_truncated": 1}
 
 
+def test_comparison_shows_precision_coverage_and_paired_differences():
+    from gad.report.comparison import comparison, paired_rows
+
+    def est(v, paired=None):
+        return {"value": v, "low": v - 0.1, "high": v + 0.1, "n": 10, "n_tokens": 80, "paired": paired or {}}
+
+    results = {"untrained": metrics(0.95, 0.20, 0.10, 80.0), "gad": metrics(0.70, 0.30, 0.15, 30.0)}
+    results["untrained"].update(precision=est(-3.0), coverage=est(-2.5))
+    results["gad"].update(precision=est(-2.0, {"untrained": {"value": 1.0, "low": 0.4, "high": 1.6, "n": 10}}),
+                          coverage=est(-2.4, {"untrained": {"value": 0.1, "low": -0.2, "high": 0.3, "n": 10}}))
+    head, table, nums = comparison(results, {}, ["a"] * 4, None)
+    p, c = (next(i for i, h in enumerate(head) if h.startswith(k)) for k in ("precision", "coverage"))
+    assert table[1][p] == "-2.000 [-2.100, -1.900]" and table[0][c] == "-2.500 [-2.600, -2.400]"
+    assert table[2][p] == table[2][c] == "–" and table[1][-1] == "1/10"  # the teacher row; truncation still last
+    assert nums["gad"]["precision"] == -2.0
+    assert paired_rows(results) == [["precision", "gad − untrained", "+1 [+0.4, +1.6]", "10", "yes"],
+                                    ["coverage", "gad − untrained", "+0.1 [-0.2, +0.3]", "10", "no"]]
+    # without the measures, the table is as before
+    del results["gad"]["precision"], results["gad"]["coverage"], results["untrained"]["precision"], results["untrained"]["coverage"]
+    assert not any(h.startswith(("precision", "coverage")) for h in comparison(results, {}, ["a"], None)[0])
+
+
 def test_comparison_and_verdict_by_hand():
     from gad.report.comparison import closer, comparison, style_rate
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "evaluate students on eval sets: n-gram F1, ROUGE-L, lengths, distinguishability, LLM judge; report"
+HELP = ("evaluate students on eval sets: n-gram F1, ROUGE-L, lengths, distinguishability, LLM judge, "
+        "precision/coverage under a local teacher; report")
 ON_INTERRUPT = "rerun the same command to resume (generations and judgments are kept)"
 
 
@@ -33,6 +34,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-distinguish", action="store_true", help="skip the two-sample test")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    t = p.add_argument_group("precision and coverage (optional; a local teacher)")
+    t.add_argument("--teacher-model", default=None, metavar="PATH_OR_NAME",
+                   help="a local teacher (HF folder, hub id, GGUF file, smollm2-135m-instruct): reports its mean "
+                        "log-likelihood per token of each student answer (precision) and the students' of the "
+                        "teacher set's answers (coverage), with 95%% intervals and paired differences")
+    t.add_argument("--teacher-context", default=None, metavar="FILE.json",
+                   help="a JSON list of chat messages ({role, content}) the teacher saw before every prompt "
+                        "(a hidden system prompt and examples); part of the teacher's context when scoring")
+    t.add_argument("--coverage", action="store_true",
+                   help="coverage only, without a local teacher (e.g. an API teacher's set): the students' "
+                        "log-likelihood per token of the teacher set's answers")
     j = p.add_argument_group("LLM judge (optional; any OpenAI-compatible endpoint)")
     j.add_argument("--judge-model", default=None, help="the judge's model name, e.g. gpt-4o (no judge when omitted)")
     j.add_argument("--judge-base-url", default=None, help="endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
@@ -59,12 +71,34 @@ def run(args: argparse.Namespace) -> int:
         models=args.models or [None], data=args.data, out=args.out, names=args.names,
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size, seed=args.seed, limit=args.limit, regenerate=args.regenerate, judge=judge,
+        teacher_model=args.teacher_model, coverage=True if args.coverage else None,
+        teacher_context=read_context(args.teacher_context) if args.teacher_context else None,
         distinguish=not args.no_distinguish, plots=not args.no_plots, progress=not args.no_progress,
     )
     results = run_eval(cfg)
     print(format_tables(results))
     print(f"results: {cfg.out / 'results.json'}; report: {cfg.out / 'report.md'}")
     return 0
+
+
+def read_context(path: str) -> list[dict[str, str]]:
+    """``--teacher-context FILE.json``: a non-empty JSON list of ``{"role", "content"}`` messages."""
+    import json
+
+    from gad.errors import UserError
+    from gad.rows import ROLES
+    from gad.textfile import read_text
+
+    try:
+        data = json.loads(read_text(path, UserError))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, list) or not data:
+        raise UserError(f"{path}: expected a non-empty JSON list of chat messages ({{\"role\", \"content\"}})")
+    for i, m in enumerate(data):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise UserError(f"{path}: message {i}: expected {{\"role\": one of {', '.join(ROLES)}, \"content\": a string}}")
+    return [{"role": m["role"], "content": m["content"]} for m in data]
 
 
 def format_tables(results: dict) -> str:
@@ -84,4 +118,11 @@ def format_tables(results: dict) -> str:
         if truncated:
             head += "; hit the token budget: " + ", ".join(f"{k} {v}" for k, v in truncated.items())
         blocks.append(head + "\n" + set_table(results, s))
+    from gad.eval.report import has_likelihoods, likelihood_table, paired_table
+
+    if has_likelihoods(results):
+        blocks.append("precision and coverage (mean log-prob per token, 95% CI)\n" + likelihood_table(results))
+        paired = paired_table(results)
+        if paired:
+            blocks.append("paired differences (A − B, same prompts, 95% CI)\n" + paired)
     return "\n\n".join(blocks)

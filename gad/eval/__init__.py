@@ -15,5 +15,7 @@ Modules (each cheap to import; numpy, scikit-learn and matplotlib are imported w
 - :mod:`gad.eval.generate` — the student's answers, batched, through :class:`gad.rollout.HFRollout`.
 - :mod:`gad.eval.judge` — the LLM judge (reference answer, pairwise scores in both orders) over
   the resumable client of ``gad teacher``.
+- :mod:`gad.eval.likelihood` — precision and coverage: per-token log-likelihoods of answers under a
+  local teacher (with its hidden context) and under the students, their intervals and paired differences.
 - :mod:`gad.eval.run` — :func:`run_eval`, everything ``gad eval`` does.
 """

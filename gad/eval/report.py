@@ -95,6 +95,81 @@ def comparison_table(results: Results) -> str:
     return "\n".join(lines)
 
 
+LIKELIHOODS = ("precision", "coverage")
+
+
+def has_likelihoods(results: Results) -> bool:
+    """Whether any (model, set) holds a precision or coverage estimate."""
+    return any(m.get(k) for per_set in results.values() for m in per_set.values() for k in LIKELIHOODS)
+
+
+def likelihood_table(results: Results) -> str:
+    """Precision and coverage per (model, set): mean log-probability per token [95% interval], the
+    answers and tokens scored (:mod:`gad.eval.likelihood`)."""
+    head = ["model", "set", "precision / token [95% CI]", "answers (tokens)", "coverage / token [95% CI]",
+            "answers (tokens)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, per_set in results.items():
+        for s, m in per_set.items():
+            if not any(m.get(k) for k in LIKELIHOODS):
+                continue
+            row = [model, s]
+            for k in LIKELIHOODS:
+                e = m.get(k)
+                row += [_interval(e, "value", "{:.3f}"), _scored(e)]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _scored(e: dict | None) -> str:
+    """Answers scored (tokens), and of how many when some could not be."""
+    if not e:
+        return "–"
+    skipped = e.get("n_skipped") or 0
+    return f"{e['n']}" + (f" of {e['n'] + skipped}" if skipped else "") + f" ({e['n_tokens']})"
+
+
+def paired_table(results: Results) -> str:
+    """Paired differences of precision and coverage per token (model A − model B on the same
+    prompts, 95% paired bootstrap interval); empty when there is a single model."""
+    head = ["set", "measure", "A − B", "difference / token [95% CI]", "prompts"]
+    rows = []
+    for model, per_set in results.items():
+        for s, m in per_set.items():
+            for k in LIKELIHOODS:
+                for other, d in ((m.get(k) or {}).get("paired") or {}).items():
+                    if d:
+                        rows.append([s, k, f"{model} − {other}", _interval(d, "value", "{:+.3g}"), str(d["n"])])
+    if not rows:
+        return ""
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+LIKELIHOOD_NOTE = (
+    "Precision: the local teacher's log-likelihood of each student answer under the teacher's full "
+    "context (hidden messages, prompt, its chat template); coverage: the student's log-likelihood of "
+    "each teacher answer of a teacher set. Both in nats per token of the scoring model's tokenizer, "
+    "the answer's tokens plus EOS when the answer ended (not when cut at the token budget); mean over "
+    "answers of each answer's mean, 95% bootstrap interval over answers; higher is closer to the teacher. "
+    "Paired differences: mean over the same prompts of A's minus B's per-token value, 95% paired "
+    "bootstrap interval (one that excludes 0 is a difference the prompts support)."
+)
+
+
+def likelihood_lines(results: Results) -> list[str]:
+    """The report's precision/coverage section (none when nothing was measured)."""
+    if not has_likelihoods(results):
+        return []
+    lines = ["## Precision and coverage", "", LIKELIHOOD_NOTE, "", likelihood_table(results), ""]
+    scorer = next((m["precision"]["scorer"] for p in results.values() for m in p.values() if m.get("precision")), None)
+    if scorer:
+        lines[4:4] = [f"Teacher: {scorer}.", ""]
+    paired = paired_table(results)
+    return lines + ([paired, ""] if paired else [])
+
+
 def plot_lengths(results: Results, set_name: str, path: Path) -> Path | None:
     """Overlaid histograms of response lengths for each model and the reference."""
     series: dict[str, list[int]] = {}
@@ -173,6 +248,7 @@ def write_eval_report(
         "",
         comparison_table(results),
         "",
+        *likelihood_lines(results),
     ]
     for s in _sets(results):
         n = max(per_set[s]["n"] for per_set in results.values() if s in per_set)

@@ -18,8 +18,13 @@ The metrics of one model on one set come from :func:`gad.eval.evaluate.evaluate_
                                                "model", "failures": [{"id", "reason"}]},   # gad eval
                                      "reference_source": "set" | "judge:<model>" | null,  # gad eval
                                      "n_truncated": 3,     # answers that hit max_new_tokens (gad eval)
+                                     # with --teacher-model / --coverage (gad.eval.likelihood), nats per token:
+                                     "precision": {"value", "low", "high", "n", "n_tokens", "n_skipped",
+                                                   "scorer", "paired": {"<earlier model>": {"value", "low",
+                                                                                           "high", "n"}}},
+                                     "coverage": {...},    # the same keys
                                      "per_item": {"id": [...], "length": [...], "reference_length": [...],
-                                                  "rouge_l": [...]}}}}}
+                                                  "rouge_l": [...], "precision": [...], "coverage": [...]}}}}}
 
 Keys whose metric could not be computed (no references, no judge) are ``null``, and so is NaN.
 """

@@ -9,7 +9,9 @@
    scores (:mod:`gad.eval.judge`, stores under ``OUT/judge/<judge model>/``);
 4. every metric per (model, set) (:func:`gad.eval.evaluate.evaluate_generations`), lengths in the
    student tokenizer's tokens;
-5. ``OUT/results.json`` (:mod:`gad.eval.results`), ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
+5. with a local teacher (``teacher_model``) or ``coverage``: precision and coverage per token
+   (:mod:`gad.eval.likelihood`), scored once into ``OUT/<model name>/likelihoods.jsonl``;
+6. ``OUT/results.json`` (:mod:`gad.eval.results`), ``OUT/report.md`` and the PNGs (:mod:`gad.eval.report`).
 
 References: a set's own (a teacher set's ``teacher_response``, Dolly's response, ...); for a set
 without any (Vicuna 80, MT-Bench) the judge's reference answers stand in, so n-gram F1, ROUGE-L and
@@ -31,6 +33,7 @@ from gad.eval.names import slug
 from gad.eval.report import write_eval_report
 from gad.eval.results import Results, write_results
 from gad.eval.sets import EvalSet, load_eval_set, resolve_eval_set
+from gad.rows import Message
 
 
 @dataclass
@@ -60,6 +63,16 @@ class EvalConfig:
     """Answers cached from another model or other sampling are made again (the rest kept) instead of
     stopping the run; for a pipeline whose students move on (``gad demo``)."""
     judge: JudgeConfig | None = None
+    teacher_model: str | None = None
+    """A local teacher (HF folder, hub id, GGUF file, ``smollm2-135m-instruct``): its log-likelihood of
+    each student answer is the *precision* (:mod:`gad.eval.likelihood`). None: no precision."""
+    teacher_context: list[Message] | None = None
+    """Messages the local teacher saw before every prompt (a hidden system prompt and examples)."""
+    coverage: bool | None = None
+    """The students' log-likelihood of a teacher set's answers (*coverage*); None = on with
+    ``teacher_model``, off otherwise."""
+    likelihood_batch_size: int = 8
+    """Answers per teacher-forced scoring pass."""
     distinguish: bool = True
     plots: bool = True
     progress: bool = True
@@ -87,6 +100,12 @@ class EvalConfig:
         if dupes:
             raise UserError(f"two models share the name {sorted(dupes)[0]!r}: tell them apart with --name")
         self.names = names
+        if self.teacher_context and not self.teacher_model:
+            raise UserError("a teacher context needs a local teacher: pass --teacher-model too")
+        if self.coverage is None:
+            self.coverage = bool(self.teacher_model)
+        if self.likelihood_batch_size < 1:
+            raise UserError(f"likelihood_batch_size: must be >= 1, got {self.likelihood_batch_size}")
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -189,6 +208,107 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
     return read_generations(folder), tokenizer
 
 
+Likelihoods = dict[tuple[str, str, str], tuple[float | None, int | None]]
+"""``{(kind, set, id): (mean log-prob per token, tokens)}`` of one model; kind = precision | coverage."""
+
+
+def likelihood_requests(cfg: EvalConfig, spec: str | None, gens: dict, sets: list[EvalSet]) -> list[tuple]:
+    """What to score for one model: ``(kind, set, id, scorer, Scoring)`` for precision (each answer,
+    by the teacher with its context) and coverage (each teacher-set answer, by this model)."""
+    from gad.config import DEFAULT_MODEL
+    from gad.eval.likelihood import Scoring
+
+    out = []
+    for s in sets:
+        for it in s:
+            if cfg.teacher_model:
+                g = gens[(s.name, it.id)]
+                out.append(("precision", s.name, it.id, f"teacher:{cfg.teacher_model}",
+                            Scoring(list(cfg.teacher_context or []) + it.messages, g.response, g.truncated is not True)))
+            if cfg.coverage and s.format == "teacher" and it.reference is not None:
+                ended = it.meta.get("finish_reason") != "length"
+                out.append(("coverage", s.name, it.id, spec or DEFAULT_MODEL, Scoring(it.messages, it.reference, ended)))
+    return out
+
+
+def ensure_likelihoods(cfg: EvalConfig, sets: list[EvalSet], gens: dict[str, dict]) -> dict[str, Likelihoods]:
+    """Precision and coverage of every model (see :mod:`gad.eval.likelihood`), scoring only what
+    ``OUT/<model>/likelihoods.jsonl`` lacks: the teacher is loaded once for every model's answers,
+    each student once for its coverage, one model in memory at a time."""
+    from gad.eval.likelihood import append_cache, cache_key, read_cache, score_answers
+    from gad.models import load_causal_lm
+
+    specs = dict(zip(cfg.names or [], cfg.models))
+    requests = {name: likelihood_requests(cfg, specs[name], gens[name], sets) for name in gens}
+    caches = {name: read_cache(cfg.out / name) for name in gens}
+    pending: dict[str, list[tuple[str, tuple]]] = {}  # scorer -> [(model name, request)]
+    for name, reqs in requests.items():
+        for r in reqs:
+            kind, set_name, item_id, scorer, item = r
+            row = caches[name].get((kind, set_name, item_id))
+            if row is None or row.get("key") != cache_key(scorer, item):
+                pending.setdefault(scorer, []).append((name, r))
+    import torch
+
+    for scorer, todo in pending.items():
+        spec = scorer.removeprefix("teacher:")
+        _log(f"likelihoods: {len(todo)} answers scored by {spec}"
+             + (" with its hidden context" if scorer.startswith("teacher:") and cfg.teacher_context else ""))
+        model, tokenizer = load_causal_lm(spec)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+        scores = score_answers(model, tokenizer, [r[4] for _, r in todo], batch_size=cfg.likelihood_batch_size)
+        del model
+        for name in gens:
+            append_cache(cfg.out / name, [
+                {"kind": r[0], "set": r[1], "id": r[2], "key": cache_key(r[3], r[4]),
+                 "sum": None if lp is None else sum(lp), "n_tokens": None if lp is None else len(lp)}
+                for (owner, r), lp in zip(todo, scores) if owner == name])
+    out: dict[str, Likelihoods] = {}
+    for name in gens:
+        cache = read_cache(cfg.out / name)
+        out[name] = {}
+        for kind, set_name, item_id, _, _ in requests[name]:
+            row = cache[(kind, set_name, item_id)]
+            n = row.get("n_tokens")
+            out[name][(kind, set_name, item_id)] = (row["sum"] / n if n else None, n)
+    return out
+
+
+def teacher_label(cfg: EvalConfig) -> str:
+    """The local teacher as the report names it: its model, and its hidden context when it has one."""
+    n = len(cfg.teacher_context or [])
+    return f"{cfg.teacher_model}" + (f" + hidden context ({n} message{'s' if n > 1 else ''})" if n else "")
+
+
+def add_likelihoods(results: Results, lik: dict[str, Likelihoods], sets: list[EvalSet], cfg: EvalConfig) -> None:
+    """``precision`` / ``coverage`` (estimate, tokens, scorer, and ``paired``: this model minus each
+    model listed before it, on the same prompts) and their per-item values, into each (model, set)."""
+    from gad.eval.likelihood import likelihood_estimate, paired_difference
+
+    names = list(results)
+    specs = dict(zip(cfg.names or [], cfg.models))
+    for s in sets:
+        for kind in ("precision", "coverage"):
+            scored = {name: [lik[name].get((kind, s.name, it.id), (None, None)) for it in s] for name in names}
+            if not any((kind, s.name, it.id) in lik[name] for name in names for it in s):
+                continue  # not measured on this set (coverage needs a teacher set)
+            means = {name: [x for x, _ in scored[name]] for name in names}
+            for i, name in enumerate(names):
+                m = results[name][s.name]
+                m["per_item"][kind] = means[name]
+                est = likelihood_estimate(means[name], [n for _, n in scored[name]], seed=cfg.seed)
+                est["scorer"] = teacher_label(cfg) if kind == "precision" else model_label(specs[name])
+                est["paired"] = {other: paired_difference(means[name], means[other], seed=cfg.seed)
+                                 for other in names[:i]}
+                m[kind] = est
+
+
+def model_label(spec: str | None) -> str:
+    from gad.config import DEFAULT_MODEL
+
+    return spec or DEFAULT_MODEL
+
+
 def run_eval(cfg: EvalConfig) -> Results:
     """Everything ``gad eval`` does (see the module docstring); returns ``{model: {set: metrics}}``."""
     sets = load_sets(cfg.data, cfg.limit)
@@ -238,6 +358,8 @@ def run_eval(cfg: EvalConfig) -> Results:
                     for it in s if verdicts[name][(s.name, it.id)].pair is None
                 ]
             results[name][s.name] = m
+    if cfg.teacher_model or cfg.coverage:
+        add_likelihoods(results, ensure_likelihoods(cfg, sets, gens), sets, cfg)
     write_results(results, cfg.out)
     write_eval_report(results, cfg.out, plots=cfg.plots)
     return results

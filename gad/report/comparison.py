@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gad.eval.report import fmt_number
+from gad.eval.report import LIKELIHOODS, fmt_number
 from gad.report.render import Doc
 
 
@@ -20,9 +20,10 @@ def style_rate(texts: list[str], marker: str) -> float | None:
 def comparison(results: dict[str, Any], answers: dict[str, list[str]], teacher: list[str],
                marker: str | None) -> tuple[list[str], list[list[str]], dict[str, dict[str, float]]]:
     """The comparison table (head, rows) and the numbers the verdict compares, per student."""
+    kinds = [k for k in LIKELIHOODS if any(m.get(k) for m in results.values())]
     head = ["model"] + ([f'style ("{marker}")'] if marker else []) + [
-        "distinguishable from teacher (acc, 95% CI; 0.5 = not at all)", "F1@1", "F1@2", "ROUGE-L", "length mean",
-        "cut at max tokens"]
+        "distinguishable from teacher (acc, 95% CI; 0.5 = not at all)", "F1@1", "F1@2", "ROUGE-L",
+        *(LIKELIHOOD_HEADS[k] for k in kinds), "length mean", "cut at max tokens"]
     rows, nums = [], {}
     ref_len = None
     for name, m in results.items():
@@ -35,13 +36,47 @@ def comparison(results: dict[str, Any], answers: dict[str, list[str]], teacher: 
             nums[name]["style"] = style_rate(answers.get(name, []), marker)
             row.append(fmt_number(nums[name]["style"], "{:.0%}"))
         row += [f"{fmt_number(d.get('accuracy'))} [{fmt_number(d.get('low'))}, {fmt_number(d.get('high'))}]" if d else "–",
-                fmt_number(f1.get("1")), fmt_number(f1.get("2")), fmt_number(rl.get("value")), fmt_number(m["length"]["mean"], "{:.1f}"),
+                fmt_number(f1.get("1")), fmt_number(f1.get("2")), fmt_number(rl.get("value")),
+                *(likelihood_cell(m.get(k)) for k in kinds), fmt_number(m["length"]["mean"], "{:.1f}"),
                 f"{m.get('n_truncated', 0)}/{m['n']}"]
+        nums[name].update({k: (m.get(k) or {}).get("value") for k in kinds})
         rows.append(row)
     t_row = ["teacher"] + ([fmt_number(style_rate(teacher, marker), "{:.0%}")] if marker else [])
-    rows.append(t_row + ["–", "1", "1", "1", fmt_number(ref_len, "{:.1f}"), "–"])
+    rows.append(t_row + ["–", "1", "1", "1", *("–" for _ in kinds), fmt_number(ref_len, "{:.1f}"), "–"])
     nums["teacher"] = {"length": ref_len or 0.0, "style": style_rate(teacher, marker) if marker else None}
     return head, rows, nums
+
+
+LIKELIHOOD_HEADS = {"precision": "precision: teacher's log-lik. of the answer / token (95% CI)",
+                    "coverage": "coverage: log-lik. of the teacher's answers / token (95% CI)"}
+
+
+def interval_cell(e: dict[str, Any] | None, fmt: str = "{:.3f}") -> str:
+    """``value [low, high]`` of an estimate, "–" when there is none."""
+    if not e or e.get("value") is None:
+        return "–"
+    return f"{fmt.format(e['value'])} [{fmt.format(e['low'])}, {fmt.format(e['high'])}]"
+
+
+def likelihood_cell(e: dict[str, Any] | None) -> str:
+    """A precision or coverage cell: the estimate, and how many answers were scored when some were not."""
+    if not e:
+        return "–"
+    skipped = e.get("n_skipped") or 0
+    return interval_cell(e) + (f" ({e['n']} of {e['n'] + skipped} answers scored)" if skipped else "")
+
+
+def paired_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Paired differences of precision and coverage per token between students (later − earlier in
+    the results' order: SeqKD − untrained, GAD − untrained, GAD − SeqKD), 95% paired intervals."""
+    rows = []
+    for kind in LIKELIHOODS:
+        for name, m in results.items():
+            for other, d in ((m.get(kind) or {}).get("paired") or {}).items():
+                if d:
+                    rows.append([kind, f"{name} − {other}", interval_cell(d, "{:+.3g}"), str(d["n"]),
+                                 "yes" if d["low"] > 0 or d["high"] < 0 else "no"])
+    return rows
 
 
 TIES = {"distinguishability": 0.01, "F1@1": 0.01, "F1@2": 0.01, "ROUGE-L": 0.01, "length": 1.0, "style": 0.0}
@@ -110,6 +145,18 @@ def demo_sections(doc: Doc, root: Path, manifest: dict[str, Any]) -> None:
              + (f"Style: share of answers that open with \"{marker}\", the hidden context's signature. " if marker else "")
              + "Brackets: 95% intervals; at this size, differences inside them are noise. Lengths and truncation "
                "matter when reading the overlap numbers: an answer cut at the token limit cannot end like the teacher's.")
+    scorer = next((m["precision"]["scorer"] for m in per_model.values() if m.get("precision")), None)
+    if any(m.get(k) for m in per_model.values() for k in LIKELIHOODS):
+        doc.para("Precision: the teacher's own log-likelihood of each student answer"
+                 + (f" (teacher: {scorer})" if scorer else "")
+                 + "; coverage: the student's log-likelihood of each teacher answer. Both mean nats per token of the "
+                   "scoring model's tokenizer (the answer's tokens, plus EOS when the answer ended rather than hit "
+                   "the token limit), averaged over prompts; higher is closer to the teacher. An empty answer cut at "
+                   "the token limit (only special tokens, which decode to nothing) has no token to score.")
+        paired = paired_rows(per_model)
+        if paired:
+            doc.table(["measure", "A − B", "difference / token (95% paired CI)", "prompts", "interval excludes 0"],
+                      paired)
 
     k = manifest.get("plan", {}).get("examples", 4)
     doc.heading(2, "Answers side by side")
