@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from gad.card import CARD, merged_card
 from gad.config import DEFAULT_MODEL
 from gad.errors import InputNotFound, UserError
 from gad.lora import adapter_base, is_adapter_folder, merge_adapter
@@ -328,6 +329,9 @@ def export_generator(generator: str | Path, out: str | Path, merged: bool = Fals
             model, tok = load_causal_lm(str(src))  # an adapter folder merges into its base
             model.to(DTYPES[dtype]).save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
+            if (src / CARD).exists():  # the model card goes along (save_pretrained writes none)
+                card = (src / CARD).read_text(encoding="utf-8")
+                (tmp / CARD).write_text(merged_card(card) if is_adapter_folder(src) else card, encoding="utf-8")
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

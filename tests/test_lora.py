@@ -154,6 +154,12 @@ def test_export_merged_loads_alone_with_the_adapters_logprobs(tiny_model, teache
     assert gad_main(["export", str(run.run_dir), "--out", str(tmp_path / "adapter")]) == 0
     assert gad_main(["export", str(run.run_dir), "--out", str(tmp_path / "merged"), "--merged"]) == 0
     assert not (tmp_path / "merged" / lora.ADAPTER_CONFIG).exists()
+    from gad.card import read_front_matter  # each exported folder carries its model card
+
+    assert read_front_matter(tmp_path / "adapter")["library_name"] == "peft"
+    merged_card = read_front_matter(tmp_path / "merged")
+    assert merged_card["library_name"] == "transformers" and merged_card["base_model"] == str(tiny_model)
+    assert "Merged:" in (tmp_path / "merged" / "README.md").read_text()
 
     cfg = cfg_for("train", tiny_model, teacher_set, tmp_path / "x")
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()

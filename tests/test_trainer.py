@@ -104,6 +104,18 @@ def test_warmup_output_starts_train(tiny_model, teacher_set, tmp_path):
     d_w = load_file(str(w.checkpoint / "discriminator.safetensors"))
     d_t = load_file(str(t.checkpoint / "discriminator.safetensors"))
     assert d_w.keys() == d_t.keys() and changed(d_w, d_t)
+    # the generator's model card chains the stages that made it, on its base model
+    from gad.card import read_front_matter
+
+    card = read_front_matter(t.checkpoint / "generator")
+    assert card["base_model"] == str(tiny_model) and card["library_name"] == "transformers"
+    assert [(s["stage"], s["steps"], s["examples"]) for s in card["gad_stages"]] == [("warmup", 2, 16), ("train", 2, 16)]
+    text = (t.checkpoint / "generator" / "README.md").read_text()
+    assert "| KL coefficient | 0.001 |" in text and "| train | 2 | 16 |" in text
+    from gad.card import teacher_of
+    from gad.demo import resource_path
+
+    assert teacher_of(str(resource_path("demo_teacher.jsonl"))) == "smollm2-135m-instruct (local+hidden-context)"
 
 
 def test_sft_temperature_is_the_cross_entropy_of_the_tempered_softmax(tiny_model, teacher_set, tmp_path):

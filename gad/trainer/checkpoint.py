@@ -1,7 +1,7 @@
 """Checkpoints: one ``step-NNNNNN/`` bundle, written to a temporary folder and renamed into place.
 
-A bundle holds ``generator/`` (an HF folder: safetensors + tokenizer, servable as is; with LoRA a
-peft adapter folder + tokenizer, see ``gad export``), ``discriminator.safetensors`` (with LoRA: D's
+A bundle holds ``generator/`` (an HF folder: safetensors + tokenizer + a model card, servable as
+is; with LoRA a peft adapter folder + tokenizer + card, see ``gad export``), ``discriminator.safetensors`` (with LoRA: D's
 adapter and head), and ``state.pt`` (schedulers, RNG, step, data position), which
 loads with ``weights_only=True``. Optimizer state is in ``state.pt`` for a one-process run
 (``parallel: none``); under ``ddp``/``fsdp2`` every process writes its shards of the models and
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gad.card import CARD, model_card
 from gad.errors import InputNotFound, UserError
 from gad.lora import PEFT_PREFIX, AdapterView, discriminator_state, save_discriminator
 from gad.trainer import shards
@@ -110,6 +111,8 @@ def save_checkpoint(run_dir: Path, step: int, roles: Roles, loop_state: dict[str
         else:
             unwrap(gen).save_pretrained(tmp / "generator", state_dict=generator_state, safe_serialization=True)
         roles.tokenizer.save_pretrained(tmp / "generator")
+        (tmp / "generator" / CARD).write_text(model_card(
+            roles.cfg, step, loop_state.get("examples", 0), roles.initial_generator, isinstance(gen, AdapterView)))
         if isinstance(disc, AdapterView):  # LoRA: D's adapter and head
             save_discriminator(tmp / "discriminator.safetensors", disc.model, disc.adapters, disc.name, disc_state)
         elif disc is not None:

@@ -194,7 +194,8 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     def save(step: int) -> Path:
         return ckpt.save_checkpoint(
             run_dir, step, roles,
-            {"samples_seen": step * cfg.train.batch_size, "bad_in_a_row": bad_in_a_row, "bad_total": bad_total},
+            {"samples_seen": step * cfg.train.batch_size, "bad_in_a_row": bad_in_a_row, "bad_total": bad_total,
+             "examples": len(examples)},
             cfg.train.keep_last,
         )
 
