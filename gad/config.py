@@ -236,6 +236,12 @@ class TrainConfig:
         Keep ``fp32`` on CPU, where bf16 matmuls are slower, and for runs that must match fp32
         numbers exactly (the KL values move by about bf16's rounding).
     max_bad_steps: stop after this many consecutive steps whose loss or gradient was NaN/inf.
+    log_samples_every: every this many steps (0 = never), the stages that sample (warmup, train,
+        offpolicy) append ``log_samples`` prompts to ``samples.jsonl`` in the run folder, with the
+        prompt, the teacher's response, each student sample with its reward (D's score), advantage
+        (GAD steps) and length, and the teacher's rank among them by D's score; TensorBoard gets the
+        same as text, and ``gad report`` shows the latest ones and how the teacher's rank moved.
+    log_samples: prompts per logged step (of rank 0's share of the batch).
     stop_on_imbalance: save a checkpoint and stop (exit code 1) when the balance monitor sees a
         condition hold (D too strong, D lost the student, reward rising with length, entropy
         collapse, one phrase or length repeated across samples; :mod:`gad.trainer.balance`). Off by
@@ -265,6 +271,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     reference_dtype: str = "fp32"
     max_bad_steps: int = 3
+    log_samples_every: int = 10
+    log_samples: int = 2
     stop_on_imbalance: bool = False
     tensorboard: bool = True
     parallel: str = "none"
@@ -361,6 +369,8 @@ class Config:
             need(value > 0, f"{name}: must be > 0, got {value}")
         need(0 < r.top_p <= 1, f"rollout.top_p: must be in (0, 1], got {r.top_p}")
         need(a.kl_coef >= 0, f"algorithm.kl_coef: must be >= 0 (0 disables the KL term), got {a.kl_coef}")
+        need(t.log_samples_every >= 0, f"train.log_samples_every: must be >= 0 (0 = never), got {t.log_samples_every}")
+        need(t.log_samples >= 1, f"train.log_samples: must be >= 1, got {t.log_samples}")
         need(r.max_new_tokens >= 0, f"rollout.max_new_tokens: must be >= 0, got {r.max_new_tokens}")
         need(r.micro_batch_size >= 0,
              f"rollout.micro_batch_size: must be >= 0 (0 = all of a step's prompts per generate call), got {r.micro_batch_size}")
