@@ -45,6 +45,10 @@ class DataConfig:
         whole prompt. Truncated prompts are counted.
     max_response_length: teacher responses longer than this are truncated and counted.
     skip_bad_rows: count and skip malformed rows instead of stopping at the first one.
+    eval_file: a held-out teacher set (same formats) for validation during training (``eval.every``).
+    eval_fraction: without ``eval_file``, hold out this fraction of the training set's rows instead
+        (chosen by a hash of each row's id and ``train.seed``, so the same rows whatever their order;
+        they are never trained on). 0 = none.
     """
 
     train_file: str = ""
@@ -52,6 +56,8 @@ class DataConfig:
     long_prompts: str = "drop"
     max_response_length: int = 1536
     skip_bad_rows: bool = False
+    eval_file: str = ""
+    eval_fraction: float = 0.0
 
 
 @dataclass
@@ -307,6 +313,22 @@ class LoraConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Validation during training on held-out teacher data (``data.eval_file`` or ``data.eval_fraction``;
+    :mod:`gad.trainer.validation`): the student's greedy answers against the teacher's, by D's accuracy
+    on the pairs, the answers' length, and the two-sample test of ``gad eval``; logged as ``val/*``.
+
+    every: validate after every this many steps and after the last one (0 = never).
+    prompts: held-out prompts used (the first of the held-out set; all when fewer).
+    max_new_tokens: the greedy answers' budget; 0 = the rollout's.
+    """
+
+    every: int = 0
+    prompts: int = 64
+    max_new_tokens: int = 0
+
+
+@dataclass
 class Config:
     """Everything one stage needs. ``stage`` is set by the subcommand."""
 
@@ -318,6 +340,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    eval: ValidationConfig = field(default_factory=ValidationConfig)
 
     # Derived values, computed once after validation.
     @property
@@ -341,6 +364,14 @@ class Config:
         need(bool(self.data.train_file), "data.train_file: required (a JSONL or parquet teacher set)")
         if check_files and self.data.train_file:
             need(Path(self.data.train_file).exists(), f"data.train_file: no such file: {self.data.train_file}")
+        if check_files and self.data.eval_file:
+            need(Path(self.data.eval_file).exists(), f"data.eval_file: no such file: {self.data.eval_file}")
+        need(0 <= self.data.eval_fraction < 1, f"data.eval_fraction: must be in [0, 1), got {self.data.eval_fraction}")
+        need(self.eval.every >= 0, f"eval.every: must be >= 0 (0 = never), got {self.eval.every}")
+        need(self.eval.prompts >= 2, f"eval.prompts: must be >= 2 (the two-sample test needs two), got {self.eval.prompts}")
+        need(self.eval.max_new_tokens >= 0, f"eval.max_new_tokens: must be >= 0, got {self.eval.max_new_tokens}")
+        need(not self.eval.every or bool(self.data.eval_file) or self.data.eval_fraction > 0,
+             "eval.every: validation needs held-out data: set data.eval_file or data.eval_fraction")
         if check_files and t.init_from:
             need(Path(t.init_from).exists(), f"train.init_from: no such folder: {t.init_from}")
         if check_files and self.discriminator.init:

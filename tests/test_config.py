@@ -175,3 +175,15 @@ def test_fidelity_options_default_and_are_checked(teacher_set):
     ]:
         with pytest.raises(ConfigError, match=message):
             load_config(None, base + [item], stage="train")
+
+
+def test_validation_needs_held_out_data(teacher_set):
+    base = [f"data.train_file={teacher_set}"]
+    with pytest.raises(ConfigError, match="eval.every: validation needs held-out data: set data.eval_file or data.eval_fraction"):
+        load_config(None, base + ["eval.every=10"], stage="train")
+    with pytest.raises(ConfigError, match=r"data.eval_fraction: must be in \[0, 1\)"):
+        load_config(None, base + ["data.eval_fraction=1.5"], stage="train")
+    with pytest.raises(ConfigError, match="data.eval_file: no such file"):
+        load_config(None, base + ["data.eval_file=/nonexistent.jsonl"], stage="train")
+    cfg = load_config(None, base + ["eval.every=10", "data.eval_fraction=0.1"], stage="train")
+    assert (cfg.eval.every, cfg.eval.prompts, cfg.data.eval_fraction) == (10, 64, 0.1)

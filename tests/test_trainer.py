@@ -483,3 +483,31 @@ def test_samples_log_holds_rewards_advantages_and_the_teachers_rank(tiny_model, 
     report = (out / "report.md").read_text()
     assert "## Samples at step 4" in report or "### Samples at step 4" in report
     assert "teacher's mean rank" in report and questions[records[-1]["id"]] in report
+
+
+def test_validation_during_training_on_held_out_rows(tiny_model, teacher_set, tmp_path):
+    """``eval.every`` with ``data.eval_fraction``: a quarter of the rows is held out (never in a batch);
+    every 2 steps and at the end, the student's greedy answers to them are measured: D's accuracy on
+    the (teacher, answer) pairs, their length, the two-sample test. SeqKD, without D, gets the rest;
+    ``data.eval_file`` works the same way."""
+    from gad.data import hold_out, read_teacher_set
+
+    rows, _ = read_teacher_set(teacher_set)
+    train_rows, held = hold_out(rows, 0.25, 0)
+    assert len(held) == 4 and hold_out(list(reversed(rows)), 0.25, 0)[1] == list(reversed(held))  # order-free
+    stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", train__max_steps=5, eval__every=2,
+                         data__eval_fraction=0.25))
+    logged = read_metrics(tmp_path / "t")
+    assert [r["step"] for r in logged if "val/d_accuracy" in r] == [2, 4, 5]
+    assert not {r.id for r in held} & {i for r in logged for i in r["batch_ids"]}
+    for r in (r for r in logged if "val/prompts" in r):
+        assert r["val/prompts"] == 4 and 0 <= r["val/d_accuracy"] <= 1 and 0 <= r["val/ended_rate"] <= 1
+        assert 1 <= r["val/response_length_mean"] <= 8  # rollout.max_new_tokens
+        assert r["val/distinguish_low"] <= r["val/distinguish_accuracy"] <= r["val/distinguish_high"]
+
+    heldout_file = tmp_path / "heldout.jsonl"
+    heldout_file.write_text("".join(line for line in teacher_set.open() if json.loads(line)["id"] in {r.id for r in held}))
+    stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "s", train__max_steps=2, eval__every=1,
+                         data__eval_file=heldout_file, eval__max_new_tokens=3))
+    logged = read_metrics(tmp_path / "s")
+    assert all("val/d_accuracy" not in r and r["val/prompts"] == 4 and r["val/response_length_mean"] <= 3 for r in logged)

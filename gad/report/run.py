@@ -23,6 +23,9 @@ CURVES = [
     ("gen/response_length_mean", "response length (tokens)"),
     ("policy/entropy", "policy entropy"),
     ("sft/nll", "cross-entropy on teacher answers"),
+    ("val/d_accuracy", "held-out: D accuracy (teacher above greedy answer)"),
+    ("val/distinguish_accuracy", "held-out: two-sample test accuracy (0.5 = indistinguishable)"),
+    ("val/response_length_mean", "held-out: greedy answer length (tokens)"),
 ]
 PHASES = ["rollout", "score", "disc_update", "reference", "policy_update", "sft_update"]
 STAGE_ORDER = {"seqkd": 0, "warmup": 1, "train": 2, "offpolicy": 3}

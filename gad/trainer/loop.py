@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from gad.config import Config, save_config
-from gad.data import batch_indices, encode_teacher_set, read_teacher_set
+from gad.data import batch_indices, encode_teacher_set, hold_out, read_teacher_set
 from gad.errors import UserError
 from gad.models import resolve_model
 from gad.trainer import checkpoint as ckpt
@@ -26,6 +26,7 @@ from gad.trainer.roles import build_roles
 from gad.trainer.steps import PromptBatch, gad_step, seqkd_step, warmup_step
 from gad.trainer.timing import PhaseTimer
 from gad.trainer.tracking import MetricsLogger, NullLogger, read_metrics
+from gad.trainer.validation import validate
 
 SampleLog = list[dict[str, Any]] | None  # receives a few prompts' samples on the steps that log them
 StepFn = Callable[[int, PromptBatch, Any, PhaseTimer, SampleLog], dict[str, float]]
@@ -135,6 +136,11 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     rows, stats = read_teacher_set(cfg.data.train_file, cfg.data.skip_bad_rows)
     for msg in stats.bad_row_messages[:5] if world.is_main else []:
         print(f"gad: skipped malformed row: {msg}", file=sys.stderr)
+    if cfg.data.eval_file:  # held-out teacher data for validation during training
+        heldout_rows, _ = read_teacher_set(cfg.data.eval_file, cfg.data.skip_bad_rows)
+    else:
+        rows, heldout_rows = hold_out(rows, cfg.data.eval_fraction, cfg.train.seed)
+        stats.rows = len(rows)
 
     state: dict[str, Any] | None = None  # the training state to continue, and where it was saved
     state_from: Path | None = None
@@ -165,6 +171,11 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
         rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats,
         cfg.data.long_prompts,
     )
+    heldout = []
+    if heldout_rows:
+        heldout, _ = encode_teacher_set(heldout_rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length,
+                                        cfg.data.max_response_length, None, cfg.data.long_prompts)
+        heldout = heldout[: cfg.eval.prompts]
     total_steps, step_fn = stage_plan(cfg, len(examples))
     start = 0
     if state is not None and state_from is not None:
@@ -218,6 +229,10 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
                 bad_in_a_row = bad_in_a_row + 1 if skipped else 0
                 bad_total += int(skipped)
                 metrics["guard/bad_steps_total"] = float(bad_total)
+                if cfg.eval.every and heldout and ((step + 1) % cfg.eval.every == 0 or step + 1 == total_steps):
+                    t_val = time.perf_counter()
+                    metrics.update(validate(roles, heldout, cfg.eval.max_new_tokens))
+                    metrics["time/validation"] = float(world.max(torch.tensor([time.perf_counter() - t_val]))[0])
                 flags, started = monitor.update(step + 1, metrics)
                 metrics.update(flags)
                 logger.log(step + 1, metrics, {"batch_ids": [examples[i].id for i in idx],
