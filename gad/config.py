@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from gad.errors import UserError
+from gad.rows import is_hub_dataset
 from gad.secrets import looks_like_secret
 from gad.textfile import read_text
 
@@ -34,7 +35,9 @@ class ConfigError(UserError, ValueError):
 class DataConfig:
     """The teacher set and its length limits.
 
-    train_file: JSONL or parquet teacher set (``id``, ``messages``, ``teacher_response``; see gad.data).
+    train_file: the teacher set (``id``, ``messages``, ``teacher_response``; see gad.data): a JSONL or
+        parquet file, a folder written by ``datasets``' ``save_to_disk``, or a Hugging Face Hub
+        dataset id ``org/name[:split]`` (read when online; the last two need ``pip install 'gad[datasets]'``).
     max_prompt_length: the prompt budget in tokens, chat template applied; see ``long_prompts``.
     long_prompts: what happens to a prompt over ``max_prompt_length``: ``drop`` (default: the example
         is left out and counted), ``left`` (its first tokens are cut, keeping the end of the
@@ -363,9 +366,11 @@ class Config:
         need(self.stage in STAGES, f"stage: must be one of {', '.join(STAGES)}, got {self.stage!r}")
         need(bool(self.data.train_file), "data.train_file: required (a JSONL or parquet teacher set)")
         if check_files and self.data.train_file:
-            need(Path(self.data.train_file).exists(), f"data.train_file: no such file: {self.data.train_file}")
+            need(Path(self.data.train_file).exists() or is_hub_dataset(self.data.train_file),
+                 f"data.train_file: no such file: {self.data.train_file}")
         if check_files and self.data.eval_file:
-            need(Path(self.data.eval_file).exists(), f"data.eval_file: no such file: {self.data.eval_file}")
+            need(Path(self.data.eval_file).exists() or is_hub_dataset(self.data.eval_file),
+                 f"data.eval_file: no such file: {self.data.eval_file}")
         need(0 <= self.data.eval_fraction < 1, f"data.eval_fraction: must be in [0, 1), got {self.data.eval_fraction}")
         need(self.eval.every >= 0, f"eval.every: must be >= 0 (0 = never), got {self.eval.every}")
         need(self.eval.prompts >= 2, f"eval.prompts: must be >= 2 (the two-sample test needs two), got {self.eval.prompts}")

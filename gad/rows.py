@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,21 +30,44 @@ ROLES = ("system", "user", "assistant")
 # Rows of a file
 
 
+def is_saved_dataset(path: str | Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk`` (a dataset, or a dict of splits)."""
+    path = Path(path)
+    return path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists())
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]+)?$")
+_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
+
+
+def is_hub_dataset(spec: str | Path) -> bool:
+    """``org/name`` or ``org/name:split``, not a local path nor a file name: a Hugging Face Hub dataset."""
+    spec = str(spec)
+    return (bool(_HUB_ID.match(spec)) and not spec.lower().endswith(_FILE_SUFFIXES)
+            and not Path(spec).exists() and not Path(spec.split(":")[0]).exists())
+
+
 def iter_rows(path: str | Path, error: type[ValueError] = ValueError, *,
               keep_going: bool = False) -> Iterator[tuple[str, int, Any]]:
-    """Yields ``(where, number, row)`` for each row of a JSONL, JSON-list or parquet file.
+    """Yields ``(where, number, row)`` for each row of a JSONL, JSON-list or parquet file, a folder
+    written by ``datasets``' ``save_to_disk``, or a Hugging Face Hub dataset id (``org/name`` or
+    ``org/name:split``, read with ``datasets.load_dataset`` when online; split ``train`` by default).
 
     ``where`` is what an error should say: ``file:12`` (line 12 of JSON lines), ``file:item 3`` (the
     3rd element of a JSON list; its line would mislead in a pretty-printed file) or ``file:row 3``
-    (parquet); ``number`` is the 12 or the 3. A ``.json`` file is a JSON list, or JSON lines under
+    (parquet, a dataset); ``number`` is the 12 or the 3. A ``.json`` file is a JSON list, or JSON lines under
     that name. Text is UTF-8, a leading byte-order mark allowed (:mod:`gad.textfile`). Blank lines
     are skipped. A line that is not UTF-8 or not JSON, or a row that is not an object, raises
     ``error``; with ``keep_going`` that error is yielded in place of the row instead, so a reader can
     count bad rows and go on.
     """
-    path = Path(path)
-    check_readable(path, error)
-    for where, number, row in _decoded(path, error):
+    if is_hub_dataset(path) or is_saved_dataset(path):
+        rows: Iterator[tuple[str, int, Any]] = _dataset_rows(str(path), error)
+    else:
+        path = Path(path)
+        check_readable(path, error)
+        rows = _decoded(path, error)
+    for where, number, row in rows:
         if not isinstance(row, (dict, error)):
             row = error(f"{where}: expected a JSON object, got {type(row).__name__}")
         if isinstance(row, error) and not keep_going:
@@ -91,6 +115,27 @@ def _json_text(path: Path, error: type[ValueError]) -> str | None:
             if f.read(1 << 16).removeprefix(BOM).lstrip().startswith(b"["):
                 raise
         return None
+
+
+def _dataset_rows(spec: str, error: type[ValueError]) -> Iterator[tuple[str, int, Any]]:
+    """The rows of a ``save_to_disk`` folder or a Hub dataset, through the ``datasets`` library."""
+    try:
+        import datasets
+    except ImportError:
+        raise error(f"{spec}: a Hugging Face dataset (a save_to_disk folder or a Hub id) needs the datasets "
+                    "package: pip install 'gad[datasets]'") from None
+    name, _, split = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    try:
+        ds = datasets.load_from_disk(spec) if Path(spec).exists() else datasets.load_dataset(name, split=split or "train")
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, no such split, a broken folder: one message
+        raise error(f"{spec}: cannot read it as a Hugging Face dataset ({type(e).__name__}: {e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if len(ds) != 1:
+            raise error(f"{spec}: holds the splits {', '.join(ds)}; name one: {spec}/<split> (a saved folder) or "
+                        "org/name:<split> (a Hub id)")
+        ds = next(iter(ds.values()))
+    for n, row in enumerate(ds, start=1):
+        yield f"{spec}:row {n}", n, row
 
 
 def _parquet_rows(path: Path, error: type[ValueError]) -> Iterator[tuple[str, int, Any]]:

@@ -130,3 +130,49 @@ def test_bytes_that_are_not_utf8_are_a_bad_row(tmp_path):
         read_teacher_set(p)
     rows, stats = read_teacher_set(p, skip_bad_rows=True)
     assert [r.id for r in rows] == ["a", "c"] and stats.bad_rows == 1
+
+
+def test_a_save_to_disk_dataset_trains_like_the_same_jsonl(tiny_model, teacher_set, tmp_path):
+    """A folder written by ``datasets``' ``save_to_disk`` is a teacher set (and an eval set) like the
+    JSONL it was made from: the same rows, a 2-step SeqKD run to the same weights; a bad row is named
+    by its folder and row; a dict of splits asks for one."""
+    import datasets
+    import torch
+
+    from gad import stages
+    from gad.eval.sets import load_eval_set
+    from tests.test_trainer import cfg_for, weights
+
+    raw = [json.loads(line) for line in teacher_set.open()]
+    datasets.Dataset.from_list(raw).save_to_disk(str(tmp_path / "ds"))
+    assert read_teacher_set(tmp_path / "ds")[0] == read_teacher_set(teacher_set)[0]
+    assert [i.id for i in load_eval_set(tmp_path / "ds").items] == [r["id"] for r in raw]
+    runs = [stages.seqkd(cfg_for("seqkd", tiny_model, data, tmp_path / name))
+            for name, data in (("from-jsonl", teacher_set), ("from-dataset", tmp_path / "ds"))]
+    a, b = (weights(r.checkpoint / "generator") for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    bad = [dict(r) for r in raw]
+    bad[2]["teacher_response"] = None  # arrow columns hold one type: a missing value
+    datasets.Dataset.from_list(bad).save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(TeacherSetError, match=rf"{tmp_path / 'bad'}:row 3: field 'teacher_response'"):
+        read_teacher_set(tmp_path / "bad")
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(raw[:8]), "test": datasets.Dataset.from_list(raw[8:])}
+                         ).save_to_disk(str(tmp_path / "dict"))
+    with pytest.raises(TeacherSetError, match="holds the splits train, test; name one"):
+        read_teacher_set(tmp_path / "dict")
+    assert len(read_teacher_set(tmp_path / "dict" / "test")[0]) == 8
+
+
+def test_a_hub_dataset_id_offline_is_one_clear_error(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    from gad.rows import is_hub_dataset
+
+    for module in (huggingface_hub.constants, datasets.config):
+        monkeypatch.setattr(module, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert is_hub_dataset("someone/teacher-set:train") and not is_hub_dataset("runs/teacher.jsonl")
+    with pytest.raises(TeacherSetError, match="nobody-xyz/no-such-set: cannot read it as a Hugging Face dataset"):
+        read_teacher_set("nobody-xyz/no-such-set")

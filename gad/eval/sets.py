@@ -35,7 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from gad.errors import InputNotFound, UserError
-from gad.rows import Message, instruction_to_messages, iter_rows, row_id, text_field, turns_to_messages
+from gad.rows import (
+    Message,
+    instruction_to_messages,
+    is_hub_dataset,
+    is_saved_dataset,
+    iter_rows,
+    row_id,
+    text_field,
+    turns_to_messages,
+)
 
 FORMATS = ("teacher", "fastchat", "selfinst", "dolly", "alpaca")
 
@@ -216,7 +225,8 @@ _PARSERS = {
 
 
 def load_eval_set(path: str | os.PathLike, *, format: str | None = None, name: str | None = None) -> EvalSet:
-    """Reads an evaluation set from ``path`` (JSONL, a JSON list, or parquet for teacher sets).
+    """Reads an evaluation set from ``path`` (JSONL, a JSON list, or parquet for teacher sets; a
+    ``datasets`` ``save_to_disk`` folder or a Hub dataset id ``org/name[:split]``).
 
     Args:
         path: the file.
@@ -228,7 +238,7 @@ def load_eval_set(path: str | os.PathLike, *, format: str | None = None, name: s
         EvalDataError: unknown format, a malformed row, or a duplicate id (file, line and field named).
     """
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or is_saved_dataset(path) or is_hub_dataset(path)):
         raise InputNotFound(f"{path}: evaluation set not found")
     if format is not None and format not in FORMATS:
         raise EvalDataError(f"{path}: unknown format {format!r}; use one of {', '.join(FORMATS)}")
@@ -277,7 +287,7 @@ def default_data_dirs() -> list[Path]:
 def resolve_eval_set(spec: str, data_dirs: Iterable[str | os.PathLike] | None = None) -> Path:
     """A path for ``spec``: an existing file, or a short name from :data:`KNOWN_SETS` / a file stem
     found in one of ``data_dirs`` (default :func:`default_data_dirs`)."""
-    if Path(spec).is_file():
+    if Path(spec).is_file() or is_saved_dataset(spec) or is_hub_dataset(spec):
         return Path(spec)
     dirs = [Path(d) for d in data_dirs] if data_dirs is not None else default_data_dirs()
     filename = KNOWN_SETS.get(spec.lower())
