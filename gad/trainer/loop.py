@@ -160,7 +160,7 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
         set_seed(cfg.train.seed + 1_000_003 * world.rank)
     examples, stats = encode_teacher_set(
         rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats,
-        cfg.data.long_prompts,
+        cfg.data.long_prompts, cfg.data.chat_template_kwargs,
     )
     total_steps, step_fn = stage_plan(cfg, len(examples))
     start = 0
