@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend == "api" and not args.model:
         raise UserError("--model is required with --backend api (the provider's model name)")
-    extra_body = _json_object("--extra-body", args.extra_body) if args.extra_body else {}
+    extra_body = json_object("--extra-body", args.extra_body) if args.extra_body else {}
     settings = GenerationSettings(model=args.model or "embedded-default", max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                                   extra_body=extra_body)
@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary.complete else 1
 
 
-def _json_object(option: str, text: str) -> dict:
+def json_object(option: str, text: str, example: str = '{"reasoning_effort": "low"}') -> dict:
+    """A command-line option's JSON object (``--extra-body``, ``--chat-template-kwargs``); bad JSON
+    or another kind of value stops the command naming the option."""
     from gad.errors import UserError
 
     try:
@@ -94,7 +96,7 @@ def _json_object(option: str, text: str) -> dict:
     except json.JSONDecodeError as e:
         raise UserError(f"{option}: not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
     if not isinstance(value, dict):
-        raise UserError(f"{option}: expected a JSON object such as '{{\"reasoning_effort\": \"low\"}}', got {text!r}")
+        raise UserError(f"{option}: expected a JSON object such as '{example}', got {text!r}")
     return value
 
 
