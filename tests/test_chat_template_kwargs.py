@@ -134,3 +134,32 @@ def test_gad_eval_generates_and_scores_coverage_with_them(thinking_model, tmp_pa
     assert main(argv[:-2]) != 0 and "cached answers were made by" in capsys.readouterr().err
     assert main([*argv[:-1], "[1]"]) != 0
     assert "--chat-template-kwargs: expected a JSON object such as" in capsys.readouterr().err
+
+
+def test_local_teacher_has_its_own_template_variables(thinking_model, tmp_path, capsys):
+    """``gad teacher --backend local --chat-template-kwargs``: the teacher's template, not the
+    student's; part of the settings a resumed collection must share. An API server applies its own
+    template: the option is refused there."""
+    from tests.teacher.harness import run_cli, write_prompts
+
+    prompts = tmp_path / "p.jsonl"
+    write_prompts(prompts, 2)
+
+    def collect(out: Path, *extra: str) -> int:
+        return run_cli(["--prompts", str(prompts), "--out", str(out), "--backend", "local", "--model",
+                        str(thinking_model), "--max-tokens", "3", "--no-progress", *extra])
+
+    def prompt_tokens(out: Path) -> list[int]:  # kept and set-aside (empty) answers alike, by id
+        files = [f for f in (out, out.with_suffix(".dropped.jsonl")) if f.exists()]
+        found = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+        return [r["meta"]["usage"]["prompt_tokens"] for r in sorted(found, key=lambda r: r["id"])]
+
+    off = tmp_path / "off.jsonl"
+    assert collect(off, "--chat-template-kwargs", '{"enable_thinking": false}') == 0
+    assert collect(tmp_path / "on.jsonl") == 0
+    assert [n - 1 for n in prompt_tokens(off)] == prompt_tokens(tmp_path / "on.jsonl")  # the template's marker
+    capsys.readouterr()
+    assert collect(off) == 2 and "other generation settings" in capsys.readouterr().err
+    assert run_cli(["--prompts", str(prompts), "--out", str(tmp_path / "api.jsonl"), "--model", "m",
+                    "--chat-template-kwargs", '{"enable_thinking": false}']) == 2
+    assert "--extra-body" in capsys.readouterr().err
