@@ -94,8 +94,11 @@ def test_a_training_run_feeds_the_model_prompts_made_with_them(stage, thinking_m
         "data.chat_template_kwargs={enable_thinking: false}", "train.batch_size=2", "rollout.n=2",
         "rollout.max_new_tokens=4", "train.micro_batch_size=4", "train.max_steps=1", "train.tensorboard=false",
     ], stage=stage)
-    getattr(stages, stage)(cfg)
+    result = getattr(stages, stage)(cfg)
     assert before_response and set(tok.convert_ids_to_tokens(before_response)) == {"no"}
+    card = (Path(result.checkpoint) / "generator" / "README.md").read_text()  # its users are told
+    assert '| chat template variables | `{"enable_thinking": false}`' in card
+    assert """--chat-template-kwargs '{"enable_thinking": false}'""" in card
     if stage == "train":
         assert prompts and {tok.convert_ids_to_tokens(p[-1]) for p in prompts} == {"no"}
 
