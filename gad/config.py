@@ -47,9 +47,13 @@ class DataConfig:
     skip_bad_rows: count and skip malformed rows instead of stopping at the first one.
     chat_template_kwargs: extra variables for the student's chat template, passed to
         ``tokenizer.apply_chat_template`` wherever gad applies it (training and rollout prompts,
-        ``gad eval``'s generations and coverage), e.g. ``{enable_thinking: false}`` for a Qwen3-style
+        validation during training, ``gad eval``'s generations and coverage), e.g. ``{enable_thinking: false}`` for a Qwen3-style
         template that otherwise opens a thinking block the teacher's answers do not have. Default:
         none. A template that does not read a variable ignores it.
+    eval_file: a held-out teacher set (same formats) for validation during training (``eval.every``).
+    eval_fraction: without ``eval_file``, hold out this fraction of the training set's rows instead
+        (chosen by a hash of each row's id and ``train.seed``, so the same rows whatever their order;
+        they are never trained on). 0 = none.
     """
 
     train_file: str = ""
@@ -58,6 +62,8 @@ class DataConfig:
     max_response_length: int = 1536
     skip_bad_rows: bool = False
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_file: str = ""
+    eval_fraction: float = 0.0
 
 
 @dataclass
@@ -242,6 +248,12 @@ class TrainConfig:
         Keep ``fp32`` on CPU, where bf16 matmuls are slower, and for runs that must match fp32
         numbers exactly (the KL values move by about bf16's rounding).
     max_bad_steps: stop after this many consecutive steps whose loss or gradient was NaN/inf.
+    log_samples_every: every this many steps (0 = never), the stages that sample (warmup, train,
+        offpolicy) append ``log_samples`` prompts to ``samples.jsonl`` in the run folder, with the
+        prompt, the teacher's response, each student sample with its reward (D's score), advantage
+        (GAD steps) and length, and the teacher's rank among them by D's score; TensorBoard gets the
+        same as text, and ``gad report`` shows the latest ones and how the teacher's rank moved.
+    log_samples: prompts per logged step (of rank 0's share of the batch).
     stop_on_imbalance: save a checkpoint and stop (exit code 1) when the balance monitor sees a
         condition hold (D too strong, D lost the student, reward rising with length, entropy
         collapse, one phrase or length repeated across samples; :mod:`gad.trainer.balance`). Off by
@@ -271,6 +283,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     reference_dtype: str = "fp32"
     max_bad_steps: int = 3
+    log_samples_every: int = 10
+    log_samples: int = 2
     stop_on_imbalance: bool = False
     tensorboard: bool = True
     parallel: str = "none"
@@ -305,6 +319,22 @@ class LoraConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Validation during training on held-out teacher data (``data.eval_file`` or ``data.eval_fraction``;
+    :mod:`gad.trainer.validation`): the student's greedy answers against the teacher's, by D's accuracy
+    on the pairs, the answers' length, and the two-sample test of ``gad eval``; logged as ``val/*``.
+
+    every: validate after every this many steps and after the last one (0 = never).
+    prompts: held-out prompts used (the first of the held-out set; all when fewer).
+    max_new_tokens: the greedy answers' budget; 0 = the rollout's.
+    """
+
+    every: int = 0
+    prompts: int = 64
+    max_new_tokens: int = 0
+
+
+@dataclass
 class Config:
     """Everything one stage needs. ``stage`` is set by the subcommand."""
 
@@ -316,6 +346,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    eval: ValidationConfig = field(default_factory=ValidationConfig)
 
     # Derived values, computed once after validation.
     @property
@@ -339,6 +370,14 @@ class Config:
         need(bool(self.data.train_file), "data.train_file: required (a JSONL or parquet teacher set)")
         if check_files and self.data.train_file:
             need(Path(self.data.train_file).exists(), f"data.train_file: no such file: {self.data.train_file}")
+        if check_files and self.data.eval_file:
+            need(Path(self.data.eval_file).exists(), f"data.eval_file: no such file: {self.data.eval_file}")
+        need(0 <= self.data.eval_fraction < 1, f"data.eval_fraction: must be in [0, 1), got {self.data.eval_fraction}")
+        need(self.eval.every >= 0, f"eval.every: must be >= 0 (0 = never), got {self.eval.every}")
+        need(self.eval.prompts >= 2, f"eval.prompts: must be >= 2 (the two-sample test needs two), got {self.eval.prompts}")
+        need(self.eval.max_new_tokens >= 0, f"eval.max_new_tokens: must be >= 0, got {self.eval.max_new_tokens}")
+        need(not self.eval.every or bool(self.data.eval_file) or self.data.eval_fraction > 0,
+             "eval.every: validation needs held-out data: set data.eval_file or data.eval_fraction")
         if check_files and t.init_from:
             need(Path(t.init_from).exists(), f"train.init_from: no such folder: {t.init_from}")
         if check_files and self.discriminator.init:
@@ -367,6 +406,8 @@ class Config:
             need(value > 0, f"{name}: must be > 0, got {value}")
         need(0 < r.top_p <= 1, f"rollout.top_p: must be in (0, 1], got {r.top_p}")
         need(a.kl_coef >= 0, f"algorithm.kl_coef: must be >= 0 (0 disables the KL term), got {a.kl_coef}")
+        need(t.log_samples_every >= 0, f"train.log_samples_every: must be >= 0 (0 = never), got {t.log_samples_every}")
+        need(t.log_samples >= 1, f"train.log_samples: must be >= 1, got {t.log_samples}")
         need(r.max_new_tokens >= 0, f"rollout.max_new_tokens: must be >= 0, got {r.max_new_tokens}")
         need(r.micro_batch_size >= 0,
              f"rollout.micro_batch_size: must be >= 0 (0 = all of a step's prompts per generate call), got {r.micro_batch_size}")

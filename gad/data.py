@@ -9,6 +9,7 @@ before training with ``file:line: field: problem``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,18 @@ def encode_teacher_set(
         raise TeacherSetError("no example fits data.max_prompt_length; raise it, shorten the prompts, "
                               "or truncate them (data.long_prompts=left)")
     return examples, stats
+
+
+def hold_out(rows: list[TeacherRow], fraction: float, seed: int) -> tuple[list[TeacherRow], list[TeacherRow]]:
+    """Split ``rows`` into (training, held-out): ``fraction`` of them (at least one when > 0) held out,
+    picked by a hash of each row's id and ``seed``, so the same rows whatever the file's order. Both
+    keep the file's order."""
+    if fraction <= 0 or not rows:
+        return rows, []
+    k = max(1, round(fraction * len(rows)))
+    rank = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r.id}".encode()).hexdigest())
+    held = {id(r) for r in rank[:k]}
+    return [r for r in rows if id(r) not in held], [r for r in rows if id(r) in held]
 
 
 def batch_indices(step: int, batch_size: int, dataset_size: int, seed: int) -> list[int]:

@@ -159,7 +159,8 @@ def stage_configs(out: Path, plan: DemoPlan, model: str, train_file: Path) -> di
     common = [f"data.train_file={train_file}", f"generator.model={model or DEFAULT_MODEL}",
               f"data.max_response_length={plan.teacher_max_tokens + 1}", "train.micro_batch_size=8",
               f"generator.lr={plan.lr}", f"discriminator.lr={plan.lr}", "train.save_every=1000", "train.keep_last=1"]
-    rl = [f"train.batch_size={plan.batch_size}", f"rollout.n={plan.n}", f"rollout.max_new_tokens={plan.max_new_tokens}"]
+    rl = [f"train.batch_size={plan.batch_size}", f"rollout.n={plan.n}", f"rollout.max_new_tokens={plan.max_new_tokens}",
+          f"train.log_samples_every={max(1, plan.gad_steps // 3)}"]  # the report shows samples from each sampling stage
     stages = {
         "seqkd": ("seqkd", [f"train.batch_size={plan.sft_batch}", f"train.max_steps={plan.seqkd_steps}"]),
         "warmup": ("warmup", [*rl, f"train.max_steps={plan.warmup_steps}",

@@ -41,6 +41,12 @@ class HFRollout:
         self.micro_batch_size = micro_batch_size
         self.min_new_tokens = min_new_tokens
 
+    def greedy(self, max_new_tokens: int = 0) -> HFRollout:
+        """The same engine (model, precision, adapter) decoding greedily, with its own token budget
+        (0 = this one's): validation during training."""
+        return HFRollout(self.model, self.pad_id, self.eos_id, max_new_tokens or self.max_new_tokens, 0.0,
+                         autocast=self.autocast, micro_batch_size=self.micro_batch_size)
+
     def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
         size = self.micro_batch_size or len(prompts)
         if len(prompts) <= size:

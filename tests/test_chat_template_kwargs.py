@@ -70,8 +70,8 @@ def test_teacher_set_prompts_carry_the_configs_variables(tok, thinking_model, te
 @pytest.mark.parametrize("stage", ["seqkd", "train"])
 def test_a_training_run_feeds_the_model_prompts_made_with_them(stage, thinking_model, teacher_set, tmp_path,
                                                                monkeypatch, tok):
-    """What reaches the model in a real run (SeqKD's teacher-forced batch; GAD's rollouts and
-    policy update): the token right before each response is the template's marker."""
+    """What reaches the model in a real run (SeqKD's teacher-forced batch; GAD's rollouts, policy
+    update and validation answers): the token right before each response is the template's marker."""
     from gad.rollout import HFRollout
     from gad.trainer import steps
 
@@ -93,6 +93,7 @@ def test_a_training_run_feeds_the_model_prompts_made_with_them(stage, thinking_m
         f"data.train_file={teacher_set}", f"generator.model={thinking_model}", f"train.output_dir={tmp_path / 'r'}",
         "data.chat_template_kwargs={enable_thinking: false}", "train.batch_size=2", "rollout.n=2",
         "rollout.max_new_tokens=4", "train.micro_batch_size=4", "train.max_steps=1", "train.tensorboard=false",
+        *(["eval.every=1", "data.eval_fraction=0.25"] if stage == "train" else []),
     ], stage=stage)
     result = getattr(stages, stage)(cfg)
     assert before_response and set(tok.convert_ids_to_tokens(before_response)) == {"no"}
@@ -100,7 +101,11 @@ def test_a_training_run_feeds_the_model_prompts_made_with_them(stage, thinking_m
     assert '| chat template variables | `{"enable_thinking": false}`' in card
     assert """--chat-template-kwargs '{"enable_thinking": false}'""" in card
     if stage == "train":
-        assert prompts and {tok.convert_ids_to_tokens(p[-1]) for p in prompts} == {"no"}
+        from gad.trainer.tracking import read_metrics
+
+        held_out = int(read_metrics(tmp_path / "r")[-1]["val/prompts"])
+        assert held_out >= 2 and len(prompts) == 2 + held_out  # one step's 2 prompts, then validation's
+        assert {tok.convert_ids_to_tokens(p[-1]) for p in prompts} == {"no"}
 
 
 def test_gad_eval_generates_and_scores_coverage_with_them(thinking_model, tmp_path, monkeypatch, tok, capsys):

@@ -192,3 +192,15 @@ def test_chat_template_kwargs_from_yaml_and_command_line_and_back(tmp_path, teac
                       ("data.chat_template_kwargs={tokenize: true}", "'tokenize' is an argument of apply_chat")]:
         with pytest.raises(ConfigError, match=said):
             load_config(None, [f"data.train_file={teacher_set}", bad], stage="train")
+
+
+def test_validation_needs_held_out_data(teacher_set):
+    base = [f"data.train_file={teacher_set}"]
+    with pytest.raises(ConfigError, match="eval.every: validation needs held-out data: set data.eval_file or data.eval_fraction"):
+        load_config(None, base + ["eval.every=10"], stage="train")
+    with pytest.raises(ConfigError, match=r"data.eval_fraction: must be in \[0, 1\)"):
+        load_config(None, base + ["data.eval_fraction=1.5"], stage="train")
+    with pytest.raises(ConfigError, match="data.eval_file: no such file"):
+        load_config(None, base + ["data.eval_file=/nonexistent.jsonl"], stage="train")
+    cfg = load_config(None, base + ["eval.every=10", "data.eval_fraction=0.1"], stage="train")
+    assert (cfg.eval.every, cfg.eval.prompts, cfg.data.eval_fraction) == (10, 64, 0.1)

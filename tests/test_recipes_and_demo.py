@@ -84,7 +84,8 @@ def test_demo_quick_end_to_end(tiny_model, tmp_path):
     page = (out / "report.html").read_text()
     for needle in ("Held-out comparison", "the GAD student against the untrained one", "Answers side by side",
                    "gad-curves.png", "seqkd-curves.png", "hidden context", heldout[0]["messages"][0]["content"],
-                   "precision: teacher&#x27;s log-lik.", "coverage: log-lik.", "gad − seqkd", "interval excludes 0"):
+                   "precision: teacher&#x27;s log-lik.", "coverage: log-lik.", "gad − seqkd", "interval excludes 0",
+                   "Samples at step 2", "teacher&#x27;s mean rank"):
         assert needle in page, needle
     assert all((out / f"{s}-curves.png").stat().st_size > 1000 for s in steps)
     # a second run finds every phase done: nothing is trained or asked again

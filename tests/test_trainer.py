@@ -3,6 +3,7 @@ resume reproduces an uninterrupted run, interrupts and NaNs are handled."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -19,7 +20,7 @@ from gad import stages
 from gad.config import load_config
 from gad.models import Discriminator
 from gad.trainer.loop import NonFiniteError, RunExistsError
-from gad.trainer.tracking import read_metrics
+from gad.trainer.tracking import read_metrics, read_samples
 
 
 def overrides(model: Path, data: Path, out: Path, **extra: object) -> list[str]:
@@ -411,6 +412,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tiny_model, teacher_
     a = weights(tmp_path / "full" / "checkpoints" / f"step-{steps:06d}" / "generator")
     b = weights(killed / "checkpoints" / f"step-{steps:06d}" / "generator")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # same RNG, optimizer and data position
+    assert [r["step"] for r in read_samples(killed)] == [10, 10]  # logged once, at step 10 (every 10 steps)
 
 
 def test_ctrl_c_saves_then_resume_finishes(tiny_model, teacher_set, tmp_path):
@@ -453,3 +455,59 @@ def test_an_imbalanced_run_is_told_as_it_goes_and_can_stop_with_a_checkpoint(tin
     err = capsys.readouterr().err
     assert f"stopped on imbalance (d_too_strong; train.stop_on_imbalance) at step {flagged[0]}" in err
     assert [p.name for p in (tmp_path / "stop" / "checkpoints").iterdir()] == [f"step-{flagged[0]:06d}"]
+
+
+def test_samples_log_holds_rewards_advantages_and_the_teachers_rank(tiny_model, teacher_set, tmp_path):
+    """Every ``log_samples_every`` steps, ``samples.jsonl`` holds a few prompts with the teacher's
+    response and each sample's reward, advantage and length; the advantages are the GRPO ones of
+    those rewards, the teacher's rank counts the samples D puts above it; ``gad report`` shows them."""
+    from gad import losses
+    from gad.cli import main as gad_main
+
+    out = tmp_path / "s"
+    result = stages.train(cfg_for("train", tiny_model, teacher_set, out, train__max_steps=4,
+                                  train__log_samples_every=2, train__log_samples=3))
+    records = read_samples(out)
+    assert [r["step"] for r in records] == [2, 2, 2, 4, 4, 4]
+    batch_ids = {r["step"]: r["batch_ids"] for r in read_metrics(out)}
+    questions = {json.loads(line)["id"]: json.loads(line)["messages"][-1]["content"] for line in teacher_set.open()}
+    for r in records:
+        assert r["id"] in batch_ids[r["step"]][:3] and r["prompt"] == questions[r["id"]]
+        assert r["teacher"].startswith("yes ") and len(r["samples"]) == 4  # rollout.n
+        rewards = torch.tensor([[x["reward"] for x in r["samples"]]])
+        expected = losses.group_advantages(rewards, scale_by_std=True)[0]
+        assert torch.allclose(torch.tensor([x["advantage"] for x in r["samples"]]), expected, atol=1e-5)
+        assert r["teacher_rank"] == 1 + sum(x["reward"] > r["teacher_score"] for x in r["samples"])
+        assert all(x["length"] <= 8 and isinstance(x["text"], str) for x in r["samples"])
+    assert gad_main(["report", str(result.run_dir)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Samples at step 4" in report or "### Samples at step 4" in report
+    assert "teacher's mean rank" in report and questions[records[-1]["id"]] in report
+
+
+def test_validation_during_training_on_held_out_rows(tiny_model, teacher_set, tmp_path):
+    """``eval.every`` with ``data.eval_fraction``: a quarter of the rows is held out (never in a batch);
+    every 2 steps and at the end, the student's greedy answers to them are measured: D's accuracy on
+    the (teacher, answer) pairs, their length, the two-sample test. SeqKD, without D, gets the rest;
+    ``data.eval_file`` works the same way."""
+    from gad.data import hold_out, read_teacher_set
+
+    rows, _ = read_teacher_set(teacher_set)
+    train_rows, held = hold_out(rows, 0.25, 0)
+    assert len(held) == 4 and hold_out(list(reversed(rows)), 0.25, 0)[1] == list(reversed(held))  # order-free
+    stages.train(cfg_for("train", tiny_model, teacher_set, tmp_path / "t", train__max_steps=5, eval__every=2,
+                         data__eval_fraction=0.25))
+    logged = read_metrics(tmp_path / "t")
+    assert [r["step"] for r in logged if "val/d_accuracy" in r] == [2, 4, 5]
+    assert not {r.id for r in held} & {i for r in logged for i in r["batch_ids"]}
+    for r in (r for r in logged if "val/prompts" in r):
+        assert r["val/prompts"] == 4 and 0 <= r["val/d_accuracy"] <= 1 and 0 <= r["val/ended_rate"] <= 1
+        assert 1 <= r["val/response_length_mean"] <= 8  # rollout.max_new_tokens
+        assert r["val/distinguish_low"] <= r["val/distinguish_accuracy"] <= r["val/distinguish_high"]
+
+    heldout_file = tmp_path / "heldout.jsonl"
+    heldout_file.write_text("".join(line for line in teacher_set.open() if json.loads(line)["id"] in {r.id for r in held}))
+    stages.seqkd(cfg_for("seqkd", tiny_model, teacher_set, tmp_path / "s", train__max_steps=2, eval__every=1,
+                         data__eval_file=heldout_file, eval__max_new_tokens=3))
+    logged = read_metrics(tmp_path / "s")
+    assert all("val/d_accuracy" not in r and r["val/prompts"] == 4 and r["val/response_length_mean"] <= 3 for r in logged)

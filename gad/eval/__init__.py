@@ -4,7 +4,7 @@ Modules (each cheap to import; numpy, scikit-learn and matplotlib are imported w
 
 - :mod:`gad.eval.sets` — :class:`EvalItem` and loaders for teacher sets and the public sets.
 - :mod:`gad.eval.metrics` — n-gram F1, ROUGE-L, lengths, bootstrap/Wilson intervals, judge aggregation.
-- :mod:`gad.eval.distinguish` — the classifier two-sample test (TF-IDF + logistic regression).
+- :mod:`gad.distinguish` — the classifier two-sample test (TF-IDF + logistic regression).
 - :mod:`gad.eval.generations` — the ``generations.jsonl`` cache format of a model's responses.
 - :mod:`gad.eval.evaluate` — answers → metrics (:func:`evaluate_responses`), over a set and its cached
   generations; what is left to generate.

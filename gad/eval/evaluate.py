@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gad.distinguish import two_sample_test
 from gad.eval import metrics as M
-from gad.eval.distinguish import two_sample_test
 from gad.eval.generations import Generation
 from gad.eval.sets import EvalDataError, EvalItem, EvalSet
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from gad.errors import UserError
 from gad.eval.generations import read_generations
-from gad.eval.metrics import binomial_two_sided_p, wilson_interval
+from gad.stats import binomial_two_sided_p, wilson_interval
 from gad.textfile import read_text
 
 RESULTS_FORMAT = "gad-humaneval-results"

@@ -12,8 +12,8 @@ from typing import Any
 from gad.errors import InputNotFound
 from gad.plots import figure
 from gad.report.render import Doc
-from gad.trainer.balance import balance_warnings
-from gad.trainer.tracking import read_metrics
+from gad.trainer.balance import CONDITIONS, balance_warnings
+from gad.trainer.tracking import read_metrics, read_samples
 
 CURVES = [
     ("reward/mean", "reward (D score of samples)"),
@@ -23,6 +23,9 @@ CURVES = [
     ("gen/response_length_mean", "response length (tokens)"),
     ("policy/entropy", "policy entropy"),
     ("sft/nll", "cross-entropy on teacher answers"),
+    ("val/d_accuracy", "held-out: D accuracy (teacher above greedy answer)"),
+    ("val/distinguish_accuracy", "held-out: two-sample test accuracy (0.5 = indistinguishable)"),
+    ("val/response_length_mean", "held-out: greedy answer length (tokens)"),
 ]
 PHASES = ["rollout", "score", "disc_update", "reference", "policy_update", "sft_update"]
 STAGE_ORDER = {"seqkd": 0, "warmup": 1, "train": 2, "offpolicy": 3}
@@ -77,10 +80,50 @@ def run_section(doc: Doc, run: Path, out: Path, level: int) -> None:
         doc.bullets([f"warning: {w}" for w in warnings], "warn")
     else:
         doc.para("No balance warnings.")
+    monitor = monitor_history(rows)
+    if monitor:
+        doc.para("The balance monitor during the run: " + "; ".join(monitor) + ".")
+    samples_section(doc, read_samples(run), level + 1)
     if rows:
         png = plot_run(rows, out / f"{run.name}-curves.png", f"{run.name} ({stage})")
         doc.image(png.name, f"training curves of {run.name}")
     doc.details(f"settings of {run.name}", yaml.safe_dump(cfg, sort_keys=False))
+
+
+def monitor_history(rows: list[dict[str, Any]]) -> list[str]:
+    """When each ``balance/*`` condition held during the run (the monitor's flags, step by step)."""
+    out = []
+    for name in CONDITIONS:
+        held = [r["step"] for r in rows if r.get(f"balance/{name}") == 1.0]
+        if held:
+            end = "still at the end" if rows[-1].get(f"balance/{name}") == 1.0 else f"last at step {held[-1]}"
+            out.append(f"{name} held for {len(held)} steps from step {held[0]} ({end})")
+    return out
+
+
+def samples_section(doc: Doc, records: list[dict[str, Any]], level: int) -> None:
+    """The latest logged samples (``samples.jsonl``): per prompt, the teacher's response and the
+    student's samples by D's score; and how D ranked the teacher among its samples, step by step."""
+    if not records:
+        return
+    last = max(r["step"] for r in records)
+    doc.heading(level, f"Samples at step {last}")
+    for r in (r for r in records if r["step"] == last):
+        doc.para(f"Prompt: {r.get('prompt', r['id'])}")
+        rows = [["teacher", f"{r['teacher_score']:.3g}", "", "", r["teacher"]]]
+        for smp in sorted(r["samples"], key=lambda x: -x["reward"]):
+            adv = "" if smp["advantage"] is None else f"{smp['advantage']:.3g}"
+            rows.append(["sample", f"{smp['reward']:.3g}", adv, f"{smp['length']}{'' if smp['ended'] else ' (cut)'}", smp["text"]])
+        doc.table(["", "D score (reward)", "advantage", "tokens", "text"], rows)
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        by_step.setdefault(r["step"], []).append(r)
+    doc.para("Where D ranks the teacher's response among the student's samples (1 = above every sample): "
+             "a rank that rises over the run means the student's samples catch up with the teacher's in D's eyes.")
+    doc.table(["step", "prompts", "teacher's mean rank", "samples scored above the teacher"], [
+        [str(step), str(len(rs)), f"{sum(r['teacher_rank'] for r in rs) / len(rs):.2f} of {len(rs[0]['samples']) + 1}",
+         f"{sum(r['teacher_rank'] - 1 for r in rs) / sum(len(r['samples']) for r in rs):.0%}"]
+        for step, rs in sorted(by_step.items())])
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:

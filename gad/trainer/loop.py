@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from gad.config import Config, save_config
-from gad.data import batch_indices, encode_teacher_set, read_teacher_set
+from gad.data import batch_indices, encode_teacher_set, hold_out, read_teacher_set
 from gad.errors import UserError
 from gad.models import resolve_model
 from gad.trainer import checkpoint as ckpt
@@ -26,8 +26,10 @@ from gad.trainer.roles import build_roles
 from gad.trainer.steps import PromptBatch, gad_step, seqkd_step, warmup_step
 from gad.trainer.timing import PhaseTimer
 from gad.trainer.tracking import MetricsLogger, NullLogger, read_metrics
+from gad.trainer.validation import validate
 
-StepFn = Callable[[int, PromptBatch, Any, PhaseTimer], dict[str, float]]
+SampleLog = list[dict[str, Any]] | None  # receives a few prompts' samples on the steps that log them
+StepFn = Callable[[int, PromptBatch, Any, PhaseTimer, SampleLog], dict[str, float]]
 
 
 class RunExistsError(UserError, RuntimeError):
@@ -53,21 +55,22 @@ def stage_plan(cfg: Config, n_examples: int) -> tuple[int, StepFn]:
     epoch_steps = math.ceil(n_examples / cfg.train.batch_size)
     main_steps = cfg.train.max_steps or math.ceil(cfg.train.epochs * epoch_steps)
     if cfg.stage == "seqkd":
-        return main_steps, lambda step, batch, roles, timer: seqkd_step(batch, roles, timer)
+        return main_steps, lambda step, batch, roles, timer, log: seqkd_step(batch, roles, timer)
     if cfg.stage == "warmup":
-        def warmup(step: int, batch: PromptBatch, roles: Any, timer: PhaseTimer) -> dict[str, float]:
-            return warmup_step(batch, roles, timer, train_generator=step >= cfg.algorithm.disc_only_steps)
+        def warmup(step: int, batch: PromptBatch, roles: Any, timer: PhaseTimer, log: SampleLog) -> dict[str, float]:
+            return warmup_step(batch, roles, timer, train_generator=step >= cfg.algorithm.disc_only_steps, log=log)
         return main_steps, warmup
     if cfg.stage == "train":
         update_d = cfg.discriminator.update
-        return main_steps, lambda step, batch, roles, timer: gad_step(batch, roles, timer, update_discriminator=update_d)
+        return main_steps, lambda step, batch, roles, timer, log: gad_step(
+            batch, roles, timer, update_discriminator=update_d, log=log)
     # offpolicy: D learns from the frozen student's samples, then is frozen as a fixed reward.
     pre = cfg.algorithm.disc_pretrain_steps or epoch_steps
 
-    def offpolicy(step: int, batch: PromptBatch, roles: Any, timer: PhaseTimer) -> dict[str, float]:
+    def offpolicy(step: int, batch: PromptBatch, roles: Any, timer: PhaseTimer, log: SampleLog) -> dict[str, float]:
         if step < pre:
-            return warmup_step(batch, roles, timer, train_generator=False)
-        return gad_step(batch, roles, timer, update_discriminator=False)
+            return warmup_step(batch, roles, timer, train_generator=False, log=log)
+        return gad_step(batch, roles, timer, update_discriminator=False, log=log)
 
     return pre + main_steps, offpolicy
 
@@ -133,6 +136,11 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     rows, stats = read_teacher_set(cfg.data.train_file, cfg.data.skip_bad_rows)
     for msg in stats.bad_row_messages[:5] if world.is_main else []:
         print(f"gad: skipped malformed row: {msg}", file=sys.stderr)
+    if cfg.data.eval_file:  # held-out teacher data for validation during training
+        heldout_rows, _ = read_teacher_set(cfg.data.eval_file, cfg.data.skip_bad_rows)
+    else:
+        rows, heldout_rows = hold_out(rows, cfg.data.eval_fraction, cfg.train.seed)
+        stats.rows = len(rows)
 
     state: dict[str, Any] | None = None  # the training state to continue, and where it was saved
     state_from: Path | None = None
@@ -158,10 +166,17 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     roles = build_roles(cfg, initial, gen_path, disc_path, world)
     if world.rank:  # different samples in each process; rank 0 keeps the one-process stream
         set_seed(cfg.train.seed + 1_000_003 * world.rank)
+    prompts = {r.id: r.messages[-1]["content"] for r in rows}  # what samples.jsonl shows of each prompt
     examples, stats = encode_teacher_set(
         rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats,
         cfg.data.long_prompts, cfg.data.chat_template_kwargs,
     )
+    heldout = []
+    if heldout_rows:
+        heldout, _ = encode_teacher_set(heldout_rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length,
+                                        cfg.data.max_response_length, None, cfg.data.long_prompts,
+                                        cfg.data.chat_template_kwargs)
+        heldout = heldout[: cfg.eval.prompts]
     total_steps, step_fn = stage_plan(cfg, len(examples))
     start = 0
     if state is not None and state_from is not None:
@@ -206,17 +221,25 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
                 batch = PromptBatch([examples[i] for i in world.share(idx, cfg.mini_batch_size)])  # this process's groups
                 timer = PhaseTimer()
                 t0 = time.perf_counter()
-                metrics = step_fn(step, batch, roles, timer)
+                every = cfg.train.log_samples_every
+                log: SampleLog = [] if every and (step + 1) % every == 0 and world.is_main else None
+                metrics = step_fn(step, batch, roles, timer, log)
                 metrics.update(timer.metrics(world))
                 metrics["time/step"] = float(world.max(torch.tensor([time.perf_counter() - t0]))[0])
                 skipped = any(metrics.get(f"{k}/skipped_update", 0.0) for k in ("gen", "disc"))
                 bad_in_a_row = bad_in_a_row + 1 if skipped else 0
                 bad_total += int(skipped)
                 metrics["guard/bad_steps_total"] = float(bad_total)
+                if cfg.eval.every and heldout and ((step + 1) % cfg.eval.every == 0 or step + 1 == total_steps):
+                    t_val = time.perf_counter()
+                    metrics.update(validate(roles, heldout, cfg.eval.max_new_tokens))
+                    metrics["time/validation"] = float(world.max(torch.tensor([time.perf_counter() - t_val]))[0])
                 flags, started = monitor.update(step + 1, metrics)
                 metrics.update(flags)
                 logger.log(step + 1, metrics, {"batch_ids": [examples[i].id for i in idx],
                                                "epoch": step * cfg.train.batch_size // len(examples)})
+                if log:
+                    logger.log_samples(step + 1, [{"prompt": prompts[r["id"]], **r} for r in log])
                 for message in started:
                     logger.write(f"gad {cfg.stage}: step {step + 1}: balance: {message}")
                 if skipped:

@@ -136,6 +136,14 @@ class World:
         dist.all_gather(parts, values.detach().to(self._comm_device).contiguous())
         return torch.cat(parts).to(values.device)
 
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every process's ``obj`` (small picklable values made in this run, e.g. texts), in rank order."""
+        if self.size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
     def any(self, flag: bool) -> bool:
         """True on every process when it is true on one: a decision all processes take together."""
         return bool(self.max(torch.tensor([float(flag)]))[0]) if self.size > 1 else flag

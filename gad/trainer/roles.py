@@ -39,7 +39,7 @@ class Roles:
     generator: Any
     reference: Any | None
     discriminator: Any | None  # a Discriminator, or a LoRA view of one (gad.lora.AdapterView)
-    rollout: RolloutEngine | None
+    rollout: RolloutEngine
     optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
     schedulers: dict[str, LambdaLR] = field(default_factory=dict)
     initial_generator: str = ""  # where this stage's generator started: the KL reference
@@ -144,7 +144,7 @@ def build_roles(
         optimizers["disc"], schedulers["disc"] = d_opt, d_sched
     if reference is not None:
         reference = world.prepare_frozen(reference, mp)
-    rollout = _rollout(cfg, world, unwrap(generator), tokenizer) if cfg.stage in NEEDS_DISCRIMINATOR else None
+    rollout = _rollout(cfg, world, unwrap(generator), tokenizer)  # sampling stages, and validation in all
     return Roles(cfg, world, tokenizer, generator, reference, discriminator, rollout, optimizers,
                  schedulers, initial_generator=initial_generator)
 
@@ -295,9 +295,7 @@ def _build_lora(
         optimizers["disc"], schedulers["disc"] = _optimizer(
             list(discriminator.parameters()), d_lr, d_cfg.weight_decay, d_cfg.lr_warmup_steps)
 
-    rollout = None
-    if needs_d:
-        activate = generator.activate if isinstance(generator, lora.AdapterView) else None
-        rollout = _rollout(cfg, world, lm, tokenizer, before=activate)
+    activate = generator.activate if isinstance(generator, lora.AdapterView) else None
+    rollout = _rollout(cfg, world, lm, tokenizer, before=activate)
     return Roles(cfg, world, tokenizer, generator, reference, discriminator, rollout, optimizers,
                  schedulers, initial_generator=initial_generator)

@@ -66,7 +66,8 @@ class MetricAverager:
 # --------------------------------------------------------------------------------------------
 
 
-def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discriminator: bool = True) -> Metrics:
+def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discriminator: bool = True,
+             log: list[dict[str, Any]] | None = None) -> Metrics:
     """rollout → score with D and update D from the same pass → group advantages → update G.
 
     Algorithm 1's order with D's update moved next to the scoring: the teacher response and the N
@@ -76,6 +77,7 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
     D before computing them changes nothing.
 
     ``update_discriminator=False`` keeps D fixed: the off-policy baseline, and the frozen-D ablation.
+    ``log``: a list that receives a few prompts' samples with their scores (``samples.jsonl``).
     """
     cfg = roles.cfg
     n = cfg.rollout.n
@@ -87,7 +89,8 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
 
     # 2. Score teacher + samples with D (rewards = the samples' scores before D's update), and update
     #    D with Bradley-Terry from the same forward pass.
-    rewards, d_metrics = discriminator_phase(roles, batch, samples, timer, update=update_discriminator)
+    scores, d_metrics = discriminator_phase(roles, batch, samples, timer, update=update_discriminator)
+    rewards = scores[:, 1:]  # (n_groups, N); column 0 is the teacher response's score
 
     # 3. Group advantages (GRPO): (r - mean) / std within each prompt's N samples.
     advantages = losses.group_advantages(rewards, scale_by_std=cfg.algorithm.scale_adv_by_std)  # (n_groups, N)
@@ -95,6 +98,8 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
     # 4. Policy update: PPO-clip surrogate + KL to the initial policy.
     seqs = pack([p for p in batch.prompts for _ in range(n)], samples, roles.pad_id, roles.eos_id)
     g_metrics = policy_phase(roles, seqs, advantages.flatten(), timer)
+    if log is not None:
+        log.extend(sample_records(roles, batch, samples, scores, advantages))
 
     all_rewards = roles.world.gather(rewards)  # (every process's groups, N)
     return {
@@ -107,14 +112,17 @@ def gad_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, update_discrim
     }
 
 
-def warmup_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, train_generator: bool) -> Metrics:
+def warmup_step(batch: PromptBatch, roles: Roles, timer: PhaseTimer, train_generator: bool,
+                log: list[dict[str, Any]] | None = None) -> Metrics:
     """The paper's warmup: G learns the teacher responses by cross-entropy, D learns Bradley-Terry
     on (teacher, student samples). ``gad offpolicy`` pre-trains its D with ``train_generator=False``."""
     n = roles.cfg.rollout.n
     with timer.phase("rollout"):
         samples = roles.rollout.generate(batch.prompts, n)
     timer.count("rollout", sum(len(s) for s in samples))
-    _, metrics = discriminator_phase(roles, batch, samples, timer, update=True)
+    scores, metrics = discriminator_phase(roles, batch, samples, timer, update=True)
+    if log is not None:
+        log.extend(sample_records(roles, batch, samples, scores))
     if train_generator:
         metrics.update(sft_phase(roles, batch, timer))
     return {**metrics, **response_stats(samples, roles.eos_id, roles.world), **sample_repetition(batch, samples, roles.world)}
@@ -161,7 +169,8 @@ def _micro_slices(total: int, size: int) -> list[slice]:
 def discriminator_phase(
     roles: Roles, batch: PromptBatch, samples: list[list[int]], timer: PhaseTimer, update: bool
 ) -> tuple[torch.Tensor, Metrics]:
-    """Score ``[teacher, sample_1..N]`` per prompt; return the samples' scores ``(n_groups, N)`` as rewards.
+    """Score ``[teacher, sample_1..N]`` per prompt: ``(n_groups, 1 + N)``, the teacher's first; the
+    samples' scores are the rewards.
 
     With ``update``, the Bradley-Terry (or BCE) loss is back-propagated through the same forward
     and D takes one optimizer step. Micro-batches hold whole groups so each pair stays together.
@@ -171,7 +180,7 @@ def discriminator_phase(
     all_groups = n_groups * roles.world.size  # every process holds the same number of groups
     loss_fn = losses.DISCRIMINATOR_LOSSES[cfg.discriminator.loss]
     groups_per_micro = max(1, cfg.train.micro_batch_size // (n + 1))
-    rewards = torch.zeros(n_groups, n)
+    all_scores = torch.zeros(n_groups, n + 1)
     avg = MetricAverager()
     D.train(update)
     truncated = 0
@@ -189,7 +198,7 @@ def discriminator_phase(
             scores = scores.float().view(len(exs), n + 1)  # (g, 1 + N): teacher first
             loss, m = loss_fn(scores[:, 0], scores[:, 1:])
         timer.count("score", int(seqs.attention_mask.sum()))
-        rewards[sl] = scores[:, 1:].detach().cpu()
+        all_scores[sl] = scores.detach().cpu()
         avg.add(m, weight=len(exs))
         if update:
             with timer.phase("disc_update"):
@@ -199,7 +208,7 @@ def discriminator_phase(
     if update:
         with timer.phase("disc_update"):
             metrics.update(roles.step_optimizer("disc", metrics["disc/loss"]))
-    return rewards, metrics
+    return all_scores, metrics
 
 
 def policy_phase(roles: Roles, seqs: SeqBatch, advantages: torch.Tensor, timer: PhaseTimer) -> Metrics:
@@ -278,6 +287,32 @@ def sft_phase(roles: Roles, batch: PromptBatch, timer: PhaseTimer) -> Metrics:
     with timer.phase("sft_update"):
         metrics.update(roles.step_optimizer("gen", metrics["sft/nll"]))
     return metrics
+
+
+def sample_records(
+    roles: Roles, batch: PromptBatch, samples: list[list[int]], scores: torch.Tensor,
+    advantages: torch.Tensor | None = None,
+) -> list[dict[str, Any]]:
+    """The first ``train.log_samples`` prompts of this process's batch: the teacher's response and
+    the student's samples as text, with D's scores (a sample's is its reward), the advantages when
+    there are any, lengths, and where D ranks the teacher among them (1 = above every sample)."""
+    n, tok, eos = roles.cfg.rollout.n, roles.tokenizer, roles.eos_id
+    records = []
+    for g, ex in enumerate(batch.examples[: roles.cfg.train.log_samples]):
+        teacher_score = float(scores[g, 0])
+        group = samples[g * n : (g + 1) * n]
+        records.append({
+            "id": ex.id,
+            "teacher": tok.decode(ex.response_ids, skip_special_tokens=True),
+            "teacher_score": teacher_score,
+            "teacher_rank": 1 + sum(float(r) > teacher_score for r in scores[g, 1:]),
+            "samples": [{
+                "text": tok.decode(s, skip_special_tokens=True), "reward": float(scores[g, 1 + j]),
+                "advantage": None if advantages is None else float(advantages[g, j]), "length": len(s),
+                "ended": bool(s) and s[-1] == eos,
+            } for j, s in enumerate(group)],
+        })
+    return records
 
 
 def sample_repetition(batch: PromptBatch, samples: list[list[int]], world: World) -> Metrics:

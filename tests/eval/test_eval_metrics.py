@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from gad import stats
 from gad.eval import metrics as M
 
 
@@ -120,24 +121,24 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
 
 def test_wilson_interval_by_hand():
     # 8/10, z = 1.959964: centre (0.8 + z²/20)/(1 + z²/10) ± z·sqrt(0.016 + z²/400)/(1 + z²/10)
-    low, high = M.wilson_interval(8, 10)
+    low, high = stats.wilson_interval(8, 10)
     assert low == pytest.approx(0.49016, abs=1e-5)
     assert high == pytest.approx(0.94332, abs=1e-5)
-    assert M.wilson_interval(0, 10)[0] == 0.0
-    assert M.wilson_interval(10, 10)[1] == 1.0
+    assert stats.wilson_interval(0, 10)[0] == 0.0
+    assert stats.wilson_interval(10, 10)[1] == 1.0
 
 
 def test_binomial_two_sided_p():
     # 8 of 10 at p = 1/2: P(X ≥ 8) = (45 + 10 + 1)/1024 = 56/1024, doubled by symmetry
-    assert M.binomial_two_sided_p(8, 10) == pytest.approx(112 / 1024)
-    assert M.binomial_two_sided_p(5, 10) == pytest.approx(1.0)
-    assert M.binomial_two_sided_p(0, 0) == 1.0
+    assert stats.binomial_two_sided_p(8, 10) == pytest.approx(112 / 1024)
+    assert stats.binomial_two_sided_p(5, 10) == pytest.approx(1.0)
+    assert stats.binomial_two_sided_p(0, 0) == 1.0
     # large n (1,610 responses) must not overflow; scipy's exact test agrees
     from scipy.stats import binomtest
 
     for k, n in ((805, 1610), (880, 1610), (3, 20)):
-        assert M.binomial_two_sided_p(k, n) == pytest.approx(binomtest(k, n).pvalue, rel=1e-6)
-    assert M.binomial_two_sided_p(2, 10, p=0.3) == pytest.approx(binomtest(2, 10, 0.3).pvalue, rel=1e-6)
+        assert stats.binomial_two_sided_p(k, n) == pytest.approx(binomtest(k, n).pvalue, rel=1e-6)
+    assert stats.binomial_two_sided_p(2, 10, p=0.3) == pytest.approx(binomtest(2, 10, 0.3).pvalue, rel=1e-6)
 
 
 def test_judge_aggregation_by_hand():

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gad.eval.distinguish import two_sample_test
+from gad.distinguish import two_sample_test
 from gad.eval.evaluate import evaluate_responses
 from gad.eval.generations import Generation, append_generations, read_generations
 from gad.eval.report import write_eval_report

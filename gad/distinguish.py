@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from gad.eval.metrics import binomial_two_sided_p, wilson_interval
+from gad.stats import binomial_two_sided_p, wilson_interval
 
 
 @dataclass(frozen=True)
