@@ -69,6 +69,9 @@ def model_card(cfg: Config, step: int, examples: int, started_from: str, lora: b
                          "discriminator learning rate": cfg.discriminator.effective_lr})
     if cfg.stage in ("train", "offpolicy"):
         settings.update({"KL coefficient": a.kl_coef, "PPO clip": a.clip_ratio})
+    kwargs = cfg.data.chat_template_kwargs
+    if kwargs:  # the student answers as trained only with these: say so where its users look
+        settings["chat template variables"] = "`" + json.dumps(kwargs) + "` (pass them to `apply_chat_template`)"
     if lora:
         settings["LoRA rank / alpha"] = f"{g.lora_r} / {g.lora_alpha or 2 * g.lora_r}"
     front = {"base_model": base, "library_name": "peft" if lora else "transformers",
@@ -89,7 +92,8 @@ def model_card(cfg: Config, step: int, examples: int, started_from: str, lora: b
          "`gad export RUN_DIR --out DIR --merged`." if lora else
          "A Hugging Face model folder: `AutoModelForCausalLM.from_pretrained(this_folder)`, or serve it with vLLM."),
         "", "Evaluate it with `gad eval --model THIS_FOLDER --data vicuna --out DIR` (judge, overlap, "
-        "distinguishability from the teacher).", "",
+        "distinguishability from the teacher)"
+        + (f" and `--chat-template-kwargs '{json.dumps(kwargs)}'`" if kwargs else "") + ".", "",
     ]
     return "\n".join(lines)
 

@@ -48,6 +48,11 @@ class DataConfig:
         whole prompt. Truncated prompts are counted.
     max_response_length: teacher responses longer than this are truncated and counted.
     skip_bad_rows: count and skip malformed rows instead of stopping at the first one.
+    chat_template_kwargs: extra variables for the student's chat template, passed to
+        ``tokenizer.apply_chat_template`` wherever gad applies it (training and rollout prompts,
+        validation during training, ``gad eval``'s generations and coverage), e.g. ``{enable_thinking: false}`` for a Qwen3-style
+        template that otherwise opens a thinking block the teacher's answers do not have. Default:
+        none. A template that does not read a variable ignores it.
     eval_file: a held-out teacher set (same formats) for validation during training (``eval.every``).
     eval_fraction: without ``eval_file``, hold out this fraction of the training set's rows instead
         (chosen by a hash of each row's id and ``train.seed``, so the same rows whatever their order;
@@ -59,6 +64,7 @@ class DataConfig:
     long_prompts: str = "drop"
     max_response_length: int = 1536
     skip_bad_rows: bool = False
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     eval_file: str = ""
     eval_fraction: float = 0.0
 
@@ -420,6 +426,8 @@ class Config:
             need(c.weight_decay >= 0, f"{sec}.weight_decay: must be >= 0, got {c.weight_decay}")
         need(self.data.long_prompts in ("drop", "left", "right"),
              f"data.long_prompts: must be 'drop', 'left' or 'right', got {self.data.long_prompts!r}")
+        problem = template_kwargs_problem(self.data.chat_template_kwargs)
+        need(problem is None, f"data.chat_template_kwargs: {problem}")
         need(t.init_state in ("weights", "all"), f"train.init_state: must be 'weights' or 'all', got {t.init_state!r}")
         need(t.init_state == "weights" or bool(t.init_from), "train.init_state: 'all' continues train.init_from, which is empty")
         need(t.reference_dtype in ("fp32", "bf16"), f"train.reference_dtype: must be 'fp32' or 'bf16', got {t.reference_dtype!r}")
@@ -492,6 +500,8 @@ def _coerce(key: str, value: Any, annotation: Any, where: str) -> Any:
     else:
         options = (annotation,)
     for opt in options:
+        if typing.get_origin(opt) is dict:
+            return _coerce_mapping(key, value, where)
         if opt is type(None) and value is None:
             return None
         if opt is bool and isinstance(value, bool):
@@ -510,6 +520,34 @@ def _coerce(key: str, value: Any, annotation: Any, where: str) -> Any:
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     return_type = type(value).__name__
     raise ConfigError(f"{where}: '{key}' must be {names}, got {return_type} {value!r}")
+
+
+TEMPLATE_ARGUMENTS = ("conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt",
+                      "continue_final_message", "tokenize", "padding", "truncation", "max_length",
+                      "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs")
+"""Names ``apply_chat_template`` (or gad) sets itself: not template variables."""
+
+
+def template_kwargs_problem(kwargs: dict[str, Any]) -> str | None:
+    """Why ``kwargs`` cannot be a chat template's extra variables, or None when they can."""
+    taken = [k for k in kwargs if k in TEMPLATE_ARGUMENTS]
+    if taken:
+        return (f"{taken[0]!r} is an argument of apply_chat_template, not a template variable "
+                f"(e.g. enable_thinking)")
+    return None
+
+
+def _coerce_mapping(key: str, value: Any, where: str) -> dict[str, Any]:
+    """A mapping field (``data.chat_template_kwargs``): string keys, any YAML values; empty = ``{}``."""
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: '{key}' must be a mapping such as {{enable_thinking: false}}, "
+                          f"got {type(value).__name__} {value!r}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{where}: '{key}' keys must be strings, got {bad[0]!r}")
+    return dict(value)
 
 
 def from_dict(raw: dict[str, Any], stage: str | None = None, where: str = "config") -> Config:

@@ -104,10 +104,13 @@ def read_teacher_set(path: str | Path, skip_bad_rows: bool = False) -> tuple[lis
     return rows, stats
 
 
-def template_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """The student's chat template with the generation prompt, as token ids."""
+def template_prompt(tokenizer: Any, messages: list[dict[str, str]],
+                    chat_template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """The chat template with the generation prompt, as token ids. ``chat_template_kwargs`` are
+    extra template variables (``data.chat_template_kwargs``, e.g. ``enable_thinking=False``)."""
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **(chat_template_kwargs or {}))
     else:  # a base model without a template: a plain transcript
         text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -127,15 +130,16 @@ def encode_response(tokenizer: Any, text: str, eos_id: int, max_length: int) -> 
 
 def encode_teacher_set(
     rows: list[TeacherRow], tokenizer: Any, eos_id: int, max_prompt_length: int, max_response_length: int,
-    stats: DataStats | None = None, long_prompts: str = "drop",
+    stats: DataStats | None = None, long_prompts: str = "drop", chat_template_kwargs: dict[str, Any] | None = None,
 ) -> tuple[list[Example], DataStats]:
-    """Token ids of each row (the prompt with the student's chat template). A prompt over
+    """Token ids of each row (the prompt with the student's chat template and its
+    ``chat_template_kwargs``, ``data.chat_template_kwargs``). A prompt over
     ``max_prompt_length`` is dropped or, with ``long_prompts`` ``left``/``right``, cut on that side
     (``data.long_prompts``); responses over ``max_response_length`` are truncated."""
     stats = stats or DataStats(rows=len(rows))
     examples = []
     for row in rows:
-        prompt_ids = template_prompt(tokenizer, row.messages)
+        prompt_ids = template_prompt(tokenizer, row.messages, chat_template_kwargs)
         if len(prompt_ids) > max_prompt_length:
             if long_prompts == "drop":
                 stats.dropped_long_prompts += 1

@@ -196,13 +196,14 @@ def run_stage_once(name: str, cfg: Any) -> tuple[Path, bool]:
 
 
 def evaluate_students(out: Path, plan: DemoPlan, model: str, heldout_file: Path, checkpoints: dict[str, Path],
-                      local_teacher: bool = True) -> Path:
+                      local_teacher: bool = True, chat_template_kwargs: dict[str, Any] | None = None) -> Path:
     """Greedy answers of each student to the held-out prompts, and every API-free metric against
     the teacher's answers; returns ``eval/results.json``.
 
     Coverage (each student's log-likelihood of the teacher's answers) always; with the
     ``local_teacher`` (the student model behind :data:`HIDDEN_CONTEXT`), precision too: that teacher's
-    log-likelihood of each student answer with its hidden context (:mod:`gad.eval.likelihood`)."""
+    log-likelihood of each student answer with its hidden context (:mod:`gad.eval.likelihood`).
+    ``chat_template_kwargs``: the students' template variables, those the stages trained with."""
     from gad.config import DEFAULT_MODEL
     from gad.eval.run import EvalConfig, run_eval
 
@@ -210,7 +211,8 @@ def evaluate_students(out: Path, plan: DemoPlan, model: str, heldout_file: Path,
     cfg = EvalConfig(models=list(specs.values()), names=list(specs), data=[str(heldout_file)], out=out / "eval",
                      max_new_tokens=plan.eval_max_new_tokens, batch_size=plan.eval_batch, replace_stale=True,
                      teacher_model=(model or DEFAULT_MODEL) if local_teacher else None,
-                     teacher_context=HIDDEN_CONTEXT if local_teacher else None, coverage=True)
+                     teacher_context=HIDDEN_CONTEXT if local_teacher else None, coverage=True,
+                     chat_template_kwargs=dict(chat_template_kwargs or {}))
     run_eval(cfg)  # a stage that trained further since its answers (more steps) answers again
     return out / "eval" / "results.json"
 
@@ -266,7 +268,8 @@ def run_demo(out: str | Path | None = None, model: str = "", quick: bool = False
 
     _phase(5, "eval", f"untrained, SeqKD and GAD students answer {plan.heldout_prompts} held-out prompts")
     t = time.perf_counter()
-    evaluate_students(out, plan, model, heldout_file, checkpoints, local_teacher=not teacher_model)
+    evaluate_students(out, plan, model, heldout_file, checkpoints, local_teacher=not teacher_model,
+                      chat_template_kwargs=cfgs["gad"].data.chat_template_kwargs)
     manifest["seconds"]["eval"] = round(time.perf_counter() - t, 1)
     save_manifest()
 

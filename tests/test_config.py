@@ -177,6 +177,23 @@ def test_fidelity_options_default_and_are_checked(teacher_set):
             load_config(None, base + [item], stage="train")
 
 
+def test_chat_template_kwargs_from_yaml_and_command_line_and_back(tmp_path, teacher_set):
+    p = tmp_path / "c.yaml"
+    p.write_text(f"data:\n  train_file: {teacher_set}\n  chat_template_kwargs: {{enable_thinking: false}}\n")
+    cfg = load_config(p, stage="train")
+    assert cfg.data.chat_template_kwargs == {"enable_thinking": False}
+    assert load_config(None, [f"data.train_file={teacher_set}"], stage="train").data.chat_template_kwargs == {}
+    cli = load_config(p, ["data.chat_template_kwargs={enable_thinking: true, reasoning_effort: low}"], stage="train")
+    assert cli.data.chat_template_kwargs == {"enable_thinking": True, "reasoning_effort": "low"}
+    save_config(cli, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cli
+    for bad, said in [("data.chat_template_kwargs=true", "'data.chat_template_kwargs' must be a mapping"),
+                      ("data.chat_template_kwargs={1: x}", "'data.chat_template_kwargs' keys must be strings"),
+                      ("data.chat_template_kwargs={tokenize: true}", "'tokenize' is an argument of apply_chat")]:
+        with pytest.raises(ConfigError, match=said):
+            load_config(None, [f"data.train_file={teacher_set}", bad], stage="train")
+
+
 def test_validation_needs_held_out_data(teacher_set):
     base = [f"data.train_file={teacher_set}"]
     with pytest.raises(ConfigError, match="eval.every: validation needs held-out data: set data.eval_file or data.eval_fraction"):

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-distinguish", action="store_true", help="skip the two-sample test")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
+                   help='extra variables for the students\' chat template, as data.chat_template_kwargs in '
+                        'training, e.g. \'{"enable_thinking": false}\' (not the local teacher\'s)')
     t = p.add_argument_group("precision and coverage (optional; a local teacher)")
     t.add_argument("--teacher-model", default=None, metavar="PATH_OR_NAME",
                    help="a local teacher (HF folder, hub id, GGUF file, smollm2-135m-instruct): reports its mean "
@@ -59,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gad.commands.teacher import json_object
     from gad.eval.judge import JudgeConfig
     from gad.eval.run import EvalConfig, run_eval
 
@@ -74,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         teacher_model=args.teacher_model, coverage=True if args.coverage else None,
         teacher_context=read_context(args.teacher_context) if args.teacher_context else None,
         distinguish=not args.no_distinguish, plots=not args.no_plots, progress=not args.no_progress,
+        chat_template_kwargs=json_object("--chat-template-kwargs", args.chat_template_kwargs,
+                                         '{"enable_thinking": false}') if args.chat_template_kwargs else {},
     )
     results = run_eval(cfg)
     print(format_tables(results))

@@ -32,9 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", default=None, help="system message prepended to every prompt")
     p.add_argument("--extra-body", default=None, metavar="JSON", help='extra request fields, e.g. \'{"reasoning_effort": "low"}\'')
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (local backend)")
+    p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
+                   help='extra variables for the local model\'s chat template, e.g. \'{"enable_thinking": false}\' '
+                        '(local backend; a vLLM or SGLang server takes them in --extra-body \'{"chat_template_kwargs": ...}\')')
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--drop-truncated", action="store_true",
                    help="keep length-cut and refused answers out of the teacher set too (empty ones always are); they go to OUT.dropped.jsonl")
+    p.add_argument("--keep-reasoning", action="store_true",
+                   help="keep the teacher's thinking (reasoning_content, reasoning, <think> blocks) in the response, "
+                        "as <think>...</think> before the answer, to distil it; by default it goes to meta.reasoning")
     p.add_argument("--retry-rejected", action="store_true",
                    help="send again the prompts the server refused for reasons of their own (too long, a content policy), logged in OUT.rejected.jsonl")
     p.add_argument("--allow-settings-change", action="store_true",
@@ -51,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend == "api" and not args.model:
         raise UserError("--model is required with --backend api (the provider's model name)")
-    extra_body = _json_object("--extra-body", args.extra_body) if args.extra_body else {}
+    extra_body = json_object("--extra-body", args.extra_body) if args.extra_body else {}
+    template_kwargs = _template_kwargs(args)
     settings = GenerationSettings(model=args.model or "embedded-default", max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                                   extra_body=extra_body)
@@ -72,10 +79,11 @@ def run(args: argparse.Namespace) -> int:
               f"at most {len(pending) * (args.max_tokens or 0)} output tokens")
         return 0
 
-    backend = _build_backend(args, settings)
+    backend = _build_backend(args, settings, template_kwargs)
     summary = collect(prompts.requests, backend, store, drop_flagged=args.drop_truncated,
                       progress=not args.no_progress, fingerprint_extra={"system": args.system},
-                      allow_settings_change=args.allow_settings_change, summary_path=False)
+                      allow_settings_change=args.allow_settings_change, summary_path=False,
+                      keep_reasoning=args.keep_reasoning)
     summary.duplicates = prompts.duplicates
     summary_path = sidecar(args.out, ".summary.json")
     summary_path.write_text(summary.to_json() + "\n", encoding="utf-8")
@@ -86,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary.complete else 1
 
 
-def _json_object(option: str, text: str) -> dict:
+def json_object(option: str, text: str, example: str = '{"reasoning_effort": "low"}') -> dict:
+    """A command-line option's JSON object (``--extra-body``, ``--chat-template-kwargs``); bad JSON
+    or another kind of value stops the command naming the option."""
     from gad.errors import UserError
 
     try:
@@ -94,15 +104,32 @@ def _json_object(option: str, text: str) -> dict:
     except json.JSONDecodeError as e:
         raise UserError(f"{option}: not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
     if not isinstance(value, dict):
-        raise UserError(f"{option}: expected a JSON object such as '{{\"reasoning_effort\": \"low\"}}', got {text!r}")
+        raise UserError(f"{option}: expected a JSON object such as '{example}', got {text!r}")
     return value
 
 
-def _build_backend(args: argparse.Namespace, settings):
+def _template_kwargs(args: argparse.Namespace) -> dict:
+    """``--chat-template-kwargs`` (local backend only: an API server applies its own template)."""
+    from gad.config import template_kwargs_problem
+    from gad.errors import UserError
+
+    if not args.chat_template_kwargs:
+        return {}
+    if args.backend != "local":
+        raise UserError("--chat-template-kwargs: the API server applies the template; pass them as "
+                        "--extra-body '{\"chat_template_kwargs\": ...}' (vLLM, SGLang) instead")
+    kwargs = json_object("--chat-template-kwargs", args.chat_template_kwargs, '{"enable_thinking": false}')
+    problem = template_kwargs_problem(kwargs)
+    if problem:
+        raise UserError(f"--chat-template-kwargs: {problem}")
+    return kwargs
+
+
+def _build_backend(args: argparse.Namespace, settings, template_kwargs: dict | None = None):
     if args.backend == "local":
         from gad.teacher import LocalBackend
 
-        return LocalBackend(settings, args.model, batch_size=args.batch_size)
+        return LocalBackend(settings, args.model, batch_size=args.batch_size, chat_template_kwargs=template_kwargs)
     from gad.teacher import OpenAIBackend, RetryPolicy
     from gad.teacher.redact import api_key_from_env
 

@@ -37,8 +37,11 @@ def generate_answers(
     on_batch: Callable[[list[Answer]], None] | None = None,
     progress: bool = True,
     desc: str = "generate",
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> list[Answer]:
     """Answers ``items`` in batches; ``on_batch`` gets each batch as it finishes (to cache it).
+    ``chat_template_kwargs``: extra variables for the student's chat template (e.g.
+    ``enable_thinking=False``), as in training (``data.chat_template_kwargs``).
 
     ``temperature=0`` is greedy decoding; otherwise nucleus sampling with ``top_p``, seeded by
     ``seed`` once before the first batch.
@@ -55,7 +58,7 @@ def generate_answers(
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     rollout = HFRollout(model, pad_id, eos_id, max_new_tokens, temperature=temperature, top_p=top_p)
-    prompts = {it.id: template_prompt(tokenizer, it.messages) for it in items}
+    prompts = {it.id: template_prompt(tokenizer, it.messages, chat_template_kwargs) for it in items}
     order = sorted(items, key=lambda it: -len(prompts[it.id]))
     torch.manual_seed(seed)
 

@@ -45,14 +45,19 @@ class Scoring:
     messages: list[Message]
     answer: str
     ended: bool = True
+    template_kwargs: dict[str, Any] | None = None
+    """Extra variables for the scoring model's chat template (the student's
+    ``data.chat_template_kwargs`` for coverage); None = none."""
 
 
-def answer_ids(tokenizer: Any, messages: list[Message], answer: str, ended: bool = True) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids): the chat with the tokenizer's template and generation prompt
-    (:func:`gad.data.template_prompt`), and the answer's tokens, plus EOS when it ``ended``."""
+def answer_ids(tokenizer: Any, messages: list[Message], answer: str, ended: bool = True,
+               template_kwargs: dict[str, Any] | None = None) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids): the chat with the tokenizer's template (given ``template_kwargs``)
+    and generation prompt (:func:`gad.data.template_prompt`), and the answer's tokens, plus EOS when
+    it ``ended``."""
     from gad.data import template_prompt
 
-    prompt = template_prompt(tokenizer, messages)
+    prompt = template_prompt(tokenizer, messages, template_kwargs)
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     return prompt, list(ids) + ([tokenizer.eos_token_id] if ended else [])
 
@@ -76,7 +81,7 @@ def score_answers(model: Any, tokenizer: Any, items: Sequence[Scoring], *, batch
     limit = max_length or context_length(model)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [answer_ids(tokenizer, it.messages, it.answer, it.ended) for it in items]
+    encoded = [answer_ids(tokenizer, it.messages, it.answer, it.ended, it.template_kwargs) for it in items]
     out: list[list[float] | None] = [None] * len(items)
     todo = [i for i, (p, a) in enumerate(encoded) if a and (limit is None or len(p) + len(a) <= limit)]
     todo.sort(key=lambda i: -sum(map(len, encoded[i])))  # similar lengths together: little padding
@@ -151,8 +156,12 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None], *, s
 
 def cache_key(scorer: str, item: Scoring) -> str:
     """What a cached score depends on: the scoring model, the chat (context included), the answer and
-    whether it ended. A changed answer or another teacher is scored again."""
-    blob = json.dumps([scorer, item.messages, item.answer, item.ended], sort_keys=True, ensure_ascii=False)
+    whether it ended, and the template's extra variables when there are any. A changed answer or
+    another teacher is scored again."""
+    key: list[Any] = [scorer, item.messages, item.answer, item.ended]
+    if item.template_kwargs:  # keys made without them stay valid
+        key.append(item.template_kwargs)
+    blob = json.dumps(key, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -21,10 +21,11 @@ distinguishability compare the student with the judge (``reference_source`` says
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gad.config import template_kwargs_problem
 from gad.errors import UserError
 from gad.eval.evaluate import evaluate_generations, pending_items
 from gad.eval.generations import Generation, append_generations, generations_path, read_generations
@@ -73,6 +74,10 @@ class EvalConfig:
     ``teacher_model``, off otherwise."""
     likelihood_batch_size: int = 8
     """Answers per teacher-forced scoring pass."""
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra variables for the students' chat template (e.g. ``{"enable_thinking": False}``), as
+    ``data.chat_template_kwargs`` in training: their generations and coverage. Not the local
+    teacher's template."""
     distinguish: bool = True
     plots: bool = True
     progress: bool = True
@@ -104,6 +109,9 @@ class EvalConfig:
             raise UserError("a teacher context needs a local teacher: pass --teacher-model too")
         if self.coverage is None:
             self.coverage = bool(self.teacher_model)
+        problem = template_kwargs_problem(self.chat_template_kwargs)
+        if problem:
+            raise UserError(f"chat_template_kwargs: {problem}")
         if self.likelihood_batch_size < 1:
             raise UserError(f"likelihood_batch_size: must be >= 1, got {self.likelihood_batch_size}")
 
@@ -113,6 +121,8 @@ class EvalConfig:
         s: dict[str, Any] = {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens}
         if self.temperature > 0:
             s.update(top_p=self.top_p, seed=self.seed)
+        if self.chat_template_kwargs:  # answers cached without them stay valid
+            s["chat_template_kwargs"] = self.chat_template_kwargs
         return s
 
 
@@ -199,7 +209,7 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
         answers = generate_answers(
             model, tokenizer, items, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
             top_p=cfg.top_p, batch_size=cfg.batch_size, seed=cfg.seed, on_batch=save,
-            progress=cfg.progress, desc=f"{name} · {s.name}",
+            progress=cfg.progress, desc=f"{name} · {s.name}", chat_template_kwargs=cfg.chat_template_kwargs,
         )
         cut = sum(a.truncated for a in answers)
         if cut:
@@ -227,7 +237,8 @@ def likelihood_requests(cfg: EvalConfig, spec: str | None, gens: dict, sets: lis
                             Scoring(list(cfg.teacher_context or []) + it.messages, g.response, g.truncated is not True)))
             if cfg.coverage and s.format == "teacher" and it.reference is not None:
                 ended = it.meta.get("finish_reason") != "length"
-                out.append(("coverage", s.name, it.id, spec or DEFAULT_MODEL, Scoring(it.messages, it.reference, ended)))
+                scoring = Scoring(it.messages, it.reference, ended, cfg.chat_template_kwargs or None)
+                out.append(("coverage", s.name, it.id, spec or DEFAULT_MODEL, scoring))
     return out
 
 

@@ -321,6 +321,9 @@ def _to_response(rid: str, body: Any) -> ChatResponse:
         content = message.get("content")
         if content is not None and not isinstance(content, str):
             raise TypeError("content is not a string")
+        # DeepSeek and vLLM's reasoning parsers say `reasoning_content`, OpenRouter and others
+        # `reasoning`; a provider's other shapes (lists of parts) are not kept.
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
         return ChatResponse(
             id=rid,
             content=content,
@@ -329,6 +332,7 @@ def _to_response(rid: str, body: Any) -> ChatResponse:
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             refusal=message.get("refusal"),
+            reasoning=reasoning if isinstance(reasoning, str) and reasoning.strip() else None,
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         raise MalformedResponse(f"unexpected response body ({type(exc).__name__}: {exc})") from None

@@ -7,6 +7,7 @@ the store and resume; a backend only answers what it is handed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -62,6 +63,9 @@ class ChatResponse:
     """Set when the server refused this request for reasons of its own (prompt over the context
     length, a content policy): why, already scrubbed. It is set aside in the ``.rejected.jsonl``
     sidecar and not asked again unless the caller says so (``gad teacher --retry-rejected``)."""
+    reasoning: str | None = None
+    """The model's thinking, apart from its answer: a server's ``reasoning_content`` /
+    ``reasoning`` field, or (after :func:`separate_reasoning`) an inline ``<think>`` block."""
 
     @property
     def ok(self) -> bool:
@@ -69,14 +73,55 @@ class ChatResponse:
 
     @property
     def flag(self) -> str | None:
-        """Why this answer is suspect as a training target: empty, truncated or refused."""
+        """Why this answer is suspect as a training target: refused, empty (nothing to learn, also
+        when the budget ran out before any answer, e.g. inside a ``<think>`` block) or truncated."""
         if self.refusal or self.finish_reason == "content_filter":
             return "refused"
-        if self.finish_reason == "length":
-            return "truncated"
         if not (self.content or "").strip():
             return "empty"
+        if self.finish_reason == "length":
+            return "truncated"
         return None
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """``(answer, reasoning)`` of a reply that thinks inline; ``(text, None)`` when it does not.
+
+    A reply that starts with ``<think>`` (Qwen3, DeepSeek-R1 served without a reasoning parser)
+    thinks until ``</think>``; one cut while thinking has no ``</think>`` and no answer. A reply with
+    a ``</think>`` and no ``<think>`` before it thinks from its first character (templates that open
+    the block in the generation prompt, as DeepSeek-R1's). The answer loses the whitespace the block
+    leaves before it; an empty reasoning (``<think>\n\n</think>``) is None.
+    """
+    head = text.lstrip()
+    if head.startswith(THINK_OPEN):
+        thought, closed, answer = head[len(THINK_OPEN):].partition(THINK_CLOSE)
+        if not closed:
+            return "", thought.strip() or None
+    else:
+        thought, closed, answer = text.partition(THINK_CLOSE)
+        if not closed or THINK_OPEN in thought:
+            return text, None
+    return answer.lstrip(), thought.strip() or None
+
+
+def separate_reasoning(response: ChatResponse) -> ChatResponse:
+    """The response with its answer alone in ``content`` and all its thinking (returned apart by
+    the server, inline, or both) in ``reasoning``."""
+    if response.content is None and response.reasoning is None:
+        return response
+    answer, inline = split_reasoning(response.content or "")
+    parts = [p.strip() for p in (response.reasoning, inline) if p and p.strip()]
+    return dataclasses.replace(response, content=None if response.content is None else answer,
+                               reasoning="\n\n".join(parts) or None)
+
+
+def with_reasoning(answer: str, reasoning: str | None) -> str:
+    """The answer with its thinking before it, as Qwen3's chat template writes a turn that thinks."""
+    return f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n\n{answer}" if reasoning else answer
 
 
 class FatalBackendError(RuntimeError):

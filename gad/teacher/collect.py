@@ -4,6 +4,12 @@ Exactly-once comes from three rules: ids already in the store are never sent; ea
 handed to exactly one worker; a response is written (one flushed line) the moment it arrives.
 So a kill at any point loses only the requests in flight, and the next run asks for just those.
 
+A reply that thinks (a server's ``reasoning_content`` / ``reasoning`` field, an inline ``<think>``
+block) is stored with its answer alone as the response and its thinking in ``meta.reasoning``, so
+the student is never trained, nor the discriminator shown, thinking it does not see; with
+``keep_reasoning`` (``gad teacher --keep-reasoning``) the response is ``<think>\n...\n</think>\n\n``
+then the answer, to distil the thinking too. A reply with no answer (cut while thinking) is empty.
+
 A request the server refuses for reasons of its own (too long, a content policy) is set aside in
 the store's rejected sidecar and the run goes on. Only when the same refusal hits
 :data:`REFUSAL_STREAK` different prompts in a row, with no answer in between, is it the setup and
@@ -28,7 +34,14 @@ from typing import Any
 
 from gad.errors import UserError
 from gad.teacher.api import prompt_too_long
-from gad.teacher.backend import ChatRequest, ChatResponse, FatalBackendError, TeacherBackend
+from gad.teacher.backend import (
+    ChatRequest,
+    ChatResponse,
+    FatalBackendError,
+    TeacherBackend,
+    separate_reasoning,
+    with_reasoning,
+)
 from gad.teacher.redact import scrub
 from gad.teacher.store import ResponseStore, StoreError, sidecar
 
@@ -76,6 +89,9 @@ class Summary:
     retried: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
     flagged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FLAGS, 0))
+    reasoning: int = 0
+    """Answers that came with thinking (kept in ``meta.reasoning``, or in the response with
+    ``keep_reasoning``)."""
     tokens_in: int = 0
     tokens_out: int = 0
     elapsed_s: float = 0.0
@@ -100,7 +116,8 @@ class Summary:
             f"done {self.done}, dropped {self.dropped}, rejected {self.rejected}, failed {self.failed}, "
             f"retried {self.retried}"
             + (f" {self.retry_reasons}" if self.retry_reasons else ""),
-            "flagged: " + ", ".join(f"{k} {v}" for k, v in self.flagged.items()),
+            "flagged: " + ", ".join(f"{k} {v}" for k, v in self.flagged.items())
+            + (f"; with reasoning {self.reasoning}" if self.reasoning else ""),
             f"tokens in {self.tokens_in}, out {self.tokens_out}; {self.elapsed_s:.1f}s, "
             f"{self.requests_per_s:.2f} req/s",
         ]
@@ -180,7 +197,9 @@ def run_fingerprint(backend: TeacherBackend, extra: dict[str, Any] | None = None
 
 
 def build_row(request: ChatRequest, response: ChatResponse, response_field: str,
-              backend: TeacherBackend, fingerprint: str) -> dict[str, Any]:
+              backend: TeacherBackend, fingerprint: str, keep_reasoning: bool = False) -> dict[str, Any]:
+    """The stored row: the answer (:func:`separate_reasoning` done) as ``response_field``, its
+    thinking in ``meta.reasoning``, or before the answer with ``keep_reasoning``."""
     meta: dict[str, Any] = {
         "model": response.model or backend.settings.model,
         "finish_reason": response.finish_reason,
@@ -193,8 +212,12 @@ def build_row(request: ChatRequest, response: ChatResponse, response_field: str,
     }
     if response.refusal:
         meta["refusal"] = response.refusal
-    return {"id": request.id, "messages": request.messages, response_field: response.content or "",
-            "meta": meta, **request.extra}
+    text = response.content or ""
+    if keep_reasoning:
+        text = with_reasoning(text, response.reasoning)
+    elif response.reasoning:
+        meta["reasoning"] = response.reasoning
+    return {"id": request.id, "messages": request.messages, response_field: text, "meta": meta, **request.extra}
 
 
 def build_rejected_row(request: ChatRequest, response: ChatResponse, backend: TeacherBackend,
@@ -217,6 +240,7 @@ async def collect_async(
     summary: Summary | None = None,
     desc: str = "teacher",
     prompt_of: Callable[[ChatRequest], str] | None = None,
+    keep_reasoning: bool = False,
 ) -> Summary:
     """Answer every request whose id is not in ``store`` yet; see the module docstring.
 
@@ -224,10 +248,12 @@ async def collect_async(
     if the run is cancelled (Ctrl-C). Raises :class:`SettingsChanged` before sending anything when
     the store was filled with other generation settings. ``desc`` labels the progress bar.
     ``prompt_of`` tells the stop rule which requests are the same prompt (default: the id; the
-    judge asks two orders and re-asks of one item, which are one prompt).
+    judge asks two orders and re-asks of one item, which are one prompt). ``keep_reasoning``: the
+    teacher's thinking stays in the response (see the module docstring); part of the fingerprint.
     """
     t0 = time.monotonic()
-    fp = run_fingerprint(backend, fingerprint_extra)
+    extra = {**(fingerprint_extra or {}), **({"keep_reasoning": True} if keep_reasoning else {})}
+    fp = run_fingerprint(backend, extra)
     if store.fingerprints - {fp} and not allow_settings_change:
         raise SettingsChanged(
             f"{store.path} was collected with other generation settings (model, temperature, max tokens, "
@@ -286,12 +312,14 @@ async def collect_async(
             return
         for item in streak.answered():  # an answer: the refusals held were about their prompts
             set_aside(*item)
+        response = separate_reasoning(response)
+        s.reasoning += response.reasoning is not None
         flag = response.flag
         if flag:
             s.flagged[flag] += 1
         # An empty answer teaches nothing and the teacher-set reader rejects it: always set aside.
         dropped = flag == "empty" or (drop_flagged and flag is not None)
-        store.append(build_row(request, response, store.response_field, backend, fp), dropped=dropped)
+        store.append(build_row(request, response, store.response_field, backend, fp, keep_reasoning), dropped=dropped)
         s.dropped += dropped
         s.done += not dropped
         s.tokens_in += response.prompt_tokens

@@ -35,7 +35,8 @@ class HiddenContextBackend:
         """Added to the store fingerprint by the collector: resuming with another hidden context would
         mix two teachers."""
         blob = json.dumps(self.context, sort_keys=True).encode()
-        return {"hidden_context": hashlib.sha256(blob).hexdigest()[:12]}
+        inner = self.inner.fingerprint_extra() if hasattr(self.inner, "fingerprint_extra") else {}
+        return {**inner, "hidden_context": hashlib.sha256(blob).hexdigest()[:12]}
 
     async def respond(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         return await self.inner.respond(

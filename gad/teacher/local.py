@@ -25,13 +25,17 @@ class LocalBackend:
 
     ``settings.temperature`` None or 0 decodes greedily; otherwise nucleus sampling with
     ``settings.top_p``, seeded with ``settings.seed`` before each batch when given.
+    ``chat_template_kwargs``: extra variables for this model's chat template (e.g.
+    ``{"enable_thinking": False}``), part of the run's fingerprint; the student's
+    ``data.chat_template_kwargs`` are not the teacher's.
     """
 
     name = "local"
     concurrency = 1  # one model, one batch at a time
 
     def __init__(self, settings: GenerationSettings, model: Any = None, tokenizer: Any = None,
-                 *, batch_size: int = 8, device: str | None = None):
+                 *, batch_size: int = 8, device: str | None = None,
+                 chat_template_kwargs: dict[str, Any] | None = None):
         import torch
 
         from gad.rollout import HFRollout
@@ -44,6 +48,7 @@ class LocalBackend:
             raise ValueError("a ready model needs its tokenizer: LocalBackend(settings, model, tokenizer)")
         self.settings = settings
         self.batch_size = batch_size
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -61,13 +66,18 @@ class LocalBackend:
     async def aclose(self) -> None:
         return None
 
+    def fingerprint_extra(self) -> dict[str, Any]:
+        """The template's variables change what the teacher is asked (nothing when there are none,
+        so stores collected before them resume)."""
+        return {"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {}
+
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         import torch
 
         from gad.data import template_prompt
 
         tok, s = self.tokenizer, self.settings
-        prompts = [template_prompt(tok, r.messages) for r in requests]
+        prompts = [template_prompt(tok, r.messages, self.chat_template_kwargs) for r in requests]
         responses: list[ChatResponse | None] = [None] * len(requests)
         fits = []
         for i, (r, ids) in enumerate(zip(requests, prompts, strict=True)):

@@ -169,12 +169,13 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     prompts = {r.id: r.messages[-1]["content"] for r in rows}  # what samples.jsonl shows of each prompt
     examples, stats = encode_teacher_set(
         rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length, cfg.data.max_response_length, stats,
-        cfg.data.long_prompts,
+        cfg.data.long_prompts, cfg.data.chat_template_kwargs,
     )
     heldout = []
     if heldout_rows:
         heldout, _ = encode_teacher_set(heldout_rows, roles.tokenizer, roles.eos_id, cfg.data.max_prompt_length,
-                                        cfg.data.max_response_length, None, cfg.data.long_prompts)
+                                        cfg.data.max_response_length, None, cfg.data.long_prompts,
+                                        cfg.data.chat_template_kwargs)
         heldout = heldout[: cfg.eval.prompts]
     total_steps, step_fn = stage_plan(cfg, len(examples))
     start = 0

@@ -78,6 +78,9 @@ class FakeChatAPI:
     reply: Callable[[dict], str | None] | None = None
     """Scripted content: called with the request body (in the server's thread); ``None`` falls back
     to ``"answer: <key>"``. Faults are served first, as for the default answer."""
+    reasoning_field: str | None = None
+    """When set (``reasoning_content`` as DeepSeek and vLLM's reasoning parsers, ``reasoning`` as
+    OpenRouter), the message also carries ``"thinking about <key>"`` in that field."""
 
     hits: list[Hit] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -197,13 +200,16 @@ class FakeChatAPI:
         elif fault == "length":
             content, finish = content[: max(1, len(content) // 2)], "length"
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        message = {"role": "assistant", "content": content}
+        if self.reasoning_field:
+            message[self.reasoning_field] = f"thinking about {key}"
         return web.json_response({
             "id": f"chatcmpl-{len(self.hits)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": content}}],
+                         "message": message}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content.split()),
                       "total_tokens": prompt_tokens + len(content.split())},
         })

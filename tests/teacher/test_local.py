@@ -18,6 +18,14 @@ def tiny_model(tiny_model):
     return load_causal_lm(str(tiny_model))
 
 
+def answered(out) -> list[dict]:
+    """Every answer collected into ``out``: the teacher set and its ``.dropped.jsonl`` sidecar (the
+    tiny random model often says only special tokens, which decode to nothing: an empty answer is
+    set aside)."""
+    dropped = out.with_suffix(".dropped.jsonl")
+    return [json.loads(line) for f in (out, dropped) if f.exists() for line in open(f)]
+
+
 def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
     model, tokenizer = tiny_model
     settings = GenerationSettings(model="tiny-llama", max_tokens=6)
@@ -27,7 +35,7 @@ def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
                                       "the cat sat", "hello"])]
     out = tmp_path / "t.jsonl"
     summary = collect(reqs, backend, out, progress=False)
-    rows = [json.loads(line) for line in open(out)]
+    rows = answered(out)
     assert sorted(r["id"] for r in rows) == [f"p{i}" for i in range(5)]
     for r in rows:
         assert set(r) == {"id", "messages", "teacher_response", "meta"}
@@ -36,7 +44,8 @@ def test_local_backend_writes_the_teacher_schema(tiny_model, tmp_path):
         assert meta["finish_reason"] in ("stop", "length") and 0 < meta["usage"]["completion_tokens"] <= 6
         if meta["finish_reason"] == "length":  # the budget was spent
             assert meta["usage"]["completion_tokens"] == 6
-    assert summary.done == 5 and summary.tokens_out > 0
+    assert summary.done + summary.dropped == 5 and summary.tokens_out > 0
+    assert summary.dropped == summary.flagged["empty"] == sum(not r["teacher_response"] for r in rows)
     # a rerun finds everything answered and generates nothing
     again = collect(reqs, backend, out, progress=False)
     assert again.skipped == 5 and again.done == 0
@@ -52,7 +61,7 @@ def test_cli_local_backend(tiny_model, tmp_path, monkeypatch):
     import sys
     import types
 
-    from tests.teacher.harness import run_cli, stored_ids, write_prompts
+    from tests.teacher.harness import run_cli, write_prompts
 
     loaded = []
     fake = types.ModuleType("gad.models")
@@ -63,7 +72,7 @@ def test_cli_local_backend(tiny_model, tmp_path, monkeypatch):
     argv = ["--prompts", str(prompts), "--out", str(out), "--backend", "local", "--model", "some/path",
             "--max-tokens", "4", "--batch-size", "2", "--no-progress"]
     assert run_cli(argv) == 0
-    assert loaded == ["some/path"] and len(stored_ids(out)) == 5
+    assert loaded == ["some/path"] and len(answered(out)) == 5
 
 
 def argmax_decode(model, tokenizer, messages, max_new_tokens: int) -> list[int]:
@@ -97,8 +106,8 @@ def test_checkpoint_sampling_defaults_do_not_leak_into_greedy_output(tiny_model,
     reqs = [ChatRequest(id=f"p{i}", messages=[{"role": "user", "content": text}])
             for i, text in enumerate(["hello how are you", "the cat sat"])]
     out = collect(reqs, backend, tmp_path / "t.jsonl", progress=False)
-    assert out.done == 2
-    rows = {r["id"]: r for r in map(json.loads, open(tmp_path / "t.jsonl"))}
+    assert out.done + out.dropped == 2
+    rows = {r["id"]: r for r in answered(tmp_path / "t.jsonl")}
     for r in reqs:
         expected = argmax_decode(backend.model, backend.tokenizer, r.messages, 8)
         finished = expected[-1] == tokenizer.eos_token_id
@@ -119,8 +128,8 @@ def test_prompt_too_long_for_the_local_model_is_set_aside(tiny_model, tmp_path):
             for i, text in enumerate(["hello how are you", "the cat sat " * (context // 3), "what is two plus two"])]
     out = tmp_path / "t.jsonl"
     summary = collect(reqs, backend, out, progress=False)
-    assert (summary.done, summary.rejected, summary.stopped) == (2, 1, None)
-    assert sorted(json.loads(line)["id"] for line in open(out)) == ["p0", "p2"]
+    assert (summary.done + summary.dropped, summary.rejected, summary.stopped) == (2, 1, None)
+    assert sorted(r["id"] for r in answered(out)) == ["p0", "p2"]
     [row] = [json.loads(line) for line in open(tmp_path / "t.rejected.jsonl")]
     assert row["id"] == "p1" and f"maximum context length is {context} tokens" in row["reason"]
     assert collect(reqs, backend, out, progress=False).skipped == 3
@@ -138,5 +147,5 @@ def test_adjacent_prompts_too_long_for_the_local_model_do_not_stop_the_run(tiny_
     texts = ["hello"] + ["the cat sat " * (context // 3)] * 3 + ["what is two plus two"]
     reqs = [ChatRequest(id=f"p{i}", messages=[{"role": "user", "content": t + f" {i}"}]) for i, t in enumerate(texts)]
     summary = collect(reqs, backend, tmp_path / "t.jsonl", progress=False)
-    assert (summary.done, summary.rejected, summary.stopped) == (2, 3, None)
+    assert (summary.done + summary.dropped, summary.rejected, summary.stopped) == (2, 3, None)
     assert all(prompt_too_long(reason, None) for reason in summary.rejections.values())
