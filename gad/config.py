@@ -25,6 +25,7 @@ from gad.textfile import read_text
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 STAGES = ("seqkd", "warmup", "train", "offpolicy")
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 
 
 class ConfigError(UserError, ValueError):
@@ -261,7 +262,15 @@ class TrainConfig:
         condition hold (D too strong, D lost the student, reward rising with length, entropy
         collapse, one phrase or length repeated across samples; :mod:`gad.trainer.balance`). Off by
         default: each condition is printed once when it starts and logged as ``balance/*`` either way.
-    tensorboard: also log to ``output_dir/tensorboard``.
+    report_to: where metrics go besides ``metrics.jsonl``, through accelerate's tracker interface:
+        any of ``tensorboard`` (default; ``output_dir/tensorboard``), ``wandb``, ``mlflow``,
+        ``trackio`` (the last three need their package: ``pip install 'gad[trackers]'``); ``[]`` =
+        none. Each gets the resolved config once and the same flat keys as ``metrics.jsonl`` every
+        step, plus the logged samples (TensorBoard text, a W&B table, an MLflow text artifact).
+        Rank 0 alone logs under several processes. The trackers read their usual environment
+        (``WANDB_PROJECT``, ``WANDB_MODE=offline``, ``MLFLOW_TRACKING_URI``,
+        ``MLFLOW_EXPERIMENT_NAME``, ``TRACKIO_DIR``); the project / experiment defaults to ``gad``.
+    run_name: the run's name in the trackers; empty = the run folder's name.
     parallel: ``none``, ``ddp`` or ``fsdp2``: how K processes started by ``torchrun`` or ``accelerate
         launch`` share the work. ``ddp`` keeps whole models in each process and averages gradients;
         ``fsdp2`` shards parameters, gradients and optimizer state across them (needed at 7B: about
@@ -289,7 +298,8 @@ class TrainConfig:
     log_samples_every: int = 10
     log_samples: int = 2
     stop_on_imbalance: bool = False
-    tensorboard: bool = True
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    run_name: str = ""
     parallel: str = "none"
 
 
@@ -430,6 +440,8 @@ class Config:
         need(problem is None, f"data.chat_template_kwargs: {problem}")
         need(t.init_state in ("weights", "all"), f"train.init_state: must be 'weights' or 'all', got {t.init_state!r}")
         need(t.init_state == "weights" or bool(t.init_from), "train.init_state: 'all' continues train.init_from, which is empty")
+        for name in t.report_to:
+            need(name in TRACKERS, f"train.report_to: unknown tracker {name!r}; use any of {', '.join(TRACKERS)}")
         need(t.reference_dtype in ("fp32", "bf16"), f"train.reference_dtype: must be 'fp32' or 'bf16', got {t.reference_dtype!r}")
         self._validate_lora(need)
         if self.stage in ("warmup", "train", "offpolicy"):
@@ -502,6 +514,10 @@ def _coerce(key: str, value: Any, annotation: Any, where: str) -> Any:
     for opt in options:
         if typing.get_origin(opt) is dict:
             return _coerce_mapping(key, value, where)
+        if typing.get_origin(opt) is list and isinstance(value, (list, str)):  # `a,b` or [a, b]; "" or [] = none
+            items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+            if all(isinstance(v, str) for v in items):
+                return list(items)
         if opt is type(None) and value is None:
             return None
         if opt is bool and isinstance(value, bool):

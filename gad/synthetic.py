@@ -367,7 +367,7 @@ def _stage_overrides(cfg: SyntheticConfig, out: Path, teacher_file: Path, init_f
         f"algorithm.disc_pretrain_steps={cfg.offpolicy_disc_steps}",
         f"train.output_dir={out}", f"train.batch_size={cfg.batch_size}",
         f"train.micro_batch_size={cfg.batch_size * (cfg.group_size + 1)}",
-        f"train.max_steps={steps}", f"train.seed={cfg.seed}", "train.tensorboard=false",
+        f"train.max_steps={steps}", f"train.seed={cfg.seed}", "train.report_to=[]",
         f"train.save_every={cfg.eval_every if keep_all else steps}", f"train.keep_last={10_000 if keep_all else 1}",
         *cfg.extra_overrides,
     ]

@@ -92,7 +92,7 @@ def test_a_training_run_feeds_the_model_prompts_made_with_them(stage, thinking_m
     cfg = load_config(None, [
         f"data.train_file={teacher_set}", f"generator.model={thinking_model}", f"train.output_dir={tmp_path / 'r'}",
         "data.chat_template_kwargs={enable_thinking: false}", "train.batch_size=2", "rollout.n=2",
-        "rollout.max_new_tokens=4", "train.micro_batch_size=4", "train.max_steps=1", "train.tensorboard=false",
+        "rollout.max_new_tokens=4", "train.micro_batch_size=4", "train.max_steps=1", "train.report_to=[]",
         *(["eval.every=1", "data.eval_fraction=0.25"] if stage == "train" else []),
     ], stage=stage)
     result = getattr(stages, stage)(cfg)

@@ -32,8 +32,12 @@ def test_typo_names_nearest_key(tmp_path, teacher_set):
 def test_wrong_type_is_refused(teacher_set):
     with pytest.raises(ConfigError, match="'rollout.n' must be int, got str 'eight'"):
         load_config(None, [f"data.train_file={teacher_set}", "rollout.n=eight"], stage="train")
-    with pytest.raises(ConfigError, match="'train.tensorboard' must be bool"):
-        load_config(None, [f"data.train_file={teacher_set}", "train.tensorboard=3"], stage="train")
+    with pytest.raises(ConfigError, match="'train.report_to' must be list"):
+        load_config(None, [f"data.train_file={teacher_set}", "train.report_to=3"], stage="train")
+    with pytest.raises(ConfigError, match="train.report_to: unknown tracker 'neptune'; use any of tensorboard, wandb"):
+        load_config(None, [f"data.train_file={teacher_set}", "train.report_to=[wandb, neptune]"], stage="train")
+    cfg = load_config(None, [f"data.train_file={teacher_set}", "train.report_to=wandb,mlflow"], stage="train")
+    assert cfg.train.report_to == ["wandb", "mlflow"]
 
 
 def test_yaml_scientific_notation_without_dot_is_a_float(tmp_path, teacher_set):
@@ -118,7 +122,7 @@ def test_ordinary_values_are_not_mistaken_for_secrets(teacher_set, value):
 def test_saved_config_loads_back_equal(tmp_path, teacher_set):
     # save_config is what the trainer writes to RUN/config.yaml (and what the report shows).
     cfg = load_config(None, [f"data.train_file={teacher_set}", "rollout.max_new_tokens=123", "generator.lr=3e-6",
-                             "discriminator.model=tiny", "train.epochs=2.5", "train.tensorboard=false"],
+                             "discriminator.model=tiny", "train.epochs=2.5", "train.report_to=[]"],
                       stage="warmup")
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg

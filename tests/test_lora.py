@@ -188,7 +188,7 @@ def test_cli_shared_base_gad_run_and_report(tiny_model, teacher_set, tmp_path):
     items = [f"{k.replace('__', '.')}={v}" for k, v in SHARED.items()]
     args = ["train", f"data.train_file={teacher_set}", f"generator.model={tiny_model}", f"train.output_dir={out}",
             "train.batch_size=4", "rollout.n=4", "rollout.max_new_tokens=8", "train.max_steps=4",
-            "train.tensorboard=false", *items]
+            "train.report_to=[]", *items]
     assert gad_main(args) == 0
     assert gad_main(["report", str(out)]) == 0
     assert (out / "report.html").exists()

@@ -28,7 +28,7 @@ def overrides(model: Path, data: Path, out: Path, **extra: object) -> list[str]:
         "data.train_file": data, "generator.model": model, "train.output_dir": out,
         "train.batch_size": 4, "rollout.n": 4, "rollout.max_new_tokens": 8, "train.micro_batch_size": 8,
         "train.max_steps": 2, "generator.lr": 1e-3, "discriminator.lr": 1e-3, "algorithm.disc_only_steps": 1,
-        "train.tensorboard": False,
+        "train.report_to": "[]",
     }
     base.update({k.replace("__", "."): v for k, v in extra.items()})
     return [f"{k}={v}" for k, v in base.items()]
@@ -51,7 +51,7 @@ def test_each_stage_trains_logs_and_checkpoints(stage, tiny_model, teacher_set, 
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / stage
-    cfg = cfg_for(stage, tiny_model, teacher_set, out, train__tensorboard=True, algorithm__disc_pretrain_steps=1)
+    cfg = cfg_for(stage, tiny_model, teacher_set, out, train__report_to="[tensorboard]", algorithm__disc_pretrain_steps=1)
     result = getattr(stages, stage)(cfg)
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == list(range(1, result.step + 1))

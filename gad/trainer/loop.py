@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from gad.config import Config, save_config
+from gad.config import Config, save_config, to_dict
 from gad.data import batch_indices, encode_teacher_set, hold_out, read_teacher_set
 from gad.errors import UserError
 from gad.models import resolve_model
@@ -25,6 +25,7 @@ from gad.trainer.balance import BalanceMonitor
 from gad.trainer.roles import build_roles
 from gad.trainer.steps import PromptBatch, gad_step, seqkd_step, warmup_step
 from gad.trainer.timing import PhaseTimer
+from gad.trainer.trackers import check_installed, flat_config
 from gad.trainer.tracking import MetricsLogger, NullLogger, read_metrics
 from gad.trainer.validation import validate
 
@@ -119,6 +120,7 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     from accelerate.utils import set_seed
 
     cfg.validate()
+    check_installed(cfg.train.report_to)  # a missing tracker package stops every process before anything runs
     world.check_batch(cfg.train.batch_size, cfg.mini_batch_size)
     run_dir = Path(cfg.train.output_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -199,8 +201,8 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
     resumed = resume and start > 0 and (run_dir / "metrics.jsonl").exists()
     monitor = BalanceMonitor(rows=[r for r in read_metrics(run_dir) if r["step"] <= start] if resumed else [])
     world.barrier()  # every process has read the rows before rank 0's logger trims those after the checkpoint
-    logger = (MetricsLogger(run_dir, total_steps, start, cfg.train.tensorboard, desc=cfg.stage)
-              if world.is_main else NullLogger())
+    logger = (MetricsLogger(run_dir, total_steps, start, cfg.stage, cfg.train.report_to, cfg.train.run_name,
+                            flat_config(to_dict(cfg))) if world.is_main else NullLogger())
     last_ckpt = existing[-1] if existing else None
     step = start
     interrupted = False

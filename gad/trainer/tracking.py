@@ -1,5 +1,6 @@
 """One logging path: ``metrics.jsonl`` (flat keys, one object per step), ``samples.jsonl`` (a few
-prompts' samples with D's scores, every ``train.log_samples_every`` steps), TensorBoard, and the console."""
+prompts' samples with D's scores, every ``train.log_samples_every`` steps), the trackers of
+``train.report_to`` (:mod:`gad.trainer.trackers`), and the console."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gad.trainer import trackers
+
 SAMPLES = "samples.jsonl"
 
 # What the progress bar shows, if the step produced it.
@@ -21,7 +24,8 @@ BAR_KEYS = {
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, tensorboard: bool, desc: str):
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, desc: str, report_to: tuple[str, ...] = (),
+                 run_name: str = "", config: dict[str, Any] | None = None):
         self.path = run_dir / "metrics.jsonl"
         self.samples_path = run_dir / SAMPLES
         for path in (self.path, self.samples_path):
@@ -32,33 +36,23 @@ class MetricsLogger:
             elif start_step == 0:
                 path.write_text("")
         self.file = self.path.open("a")
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
+        self.trackers = trackers.open_trackers(list(report_to), run_dir, run_name or run_dir.name, config or {}, start_step)
         self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True)
 
     def log(self, step: int, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> None:
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}, **(extra or {})}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
-        if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
-            self.tb.flush()
+        trackers.log_metrics(self.trackers, step, metrics)
         self.bar.set_postfix({short: f"{metrics[k]:.3g}" for k, short in BAR_KEYS.items() if k in metrics}, refresh=False)
         self.bar.update(1)
 
     def log_samples(self, step: int, records: list[dict[str, Any]]) -> None:
-        """Append a step's sample records to ``samples.jsonl`` (one object per prompt) and TensorBoard."""
+        """Append a step's sample records to ``samples.jsonl`` (one object per prompt) and the trackers."""
         with self.samples_path.open("a") as f:
             for r in records:
                 f.write(json.dumps({"step": step, **r}) + "\n")
-        if self.tb is not None:
-            self.tb.add_text("samples", samples_markdown(records), step)
-            self.tb.flush()
+        trackers.log_samples(self.trackers, step, records, samples_markdown(records))
 
     def write(self, message: str) -> None:
         """A line above the progress bar, on stderr with the run's other messages."""
@@ -67,8 +61,7 @@ class MetricsLogger:
     def close(self) -> None:
         self.bar.close()
         self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        trackers.close(self.trackers)
 
 
 class NullLogger:
