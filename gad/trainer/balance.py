@@ -101,9 +101,8 @@ def repetition_stats(samples: list[list[int]], teacher: list[list[int]], n: int 
     def modal_share(values: list[int]) -> float:
         return Counter(values).most_common(1)[0][1] / len(values) if values else 0.0
 
-    sample_grams = [grams(s) for s in samples]
-    counts = Counter(g for gs in sample_grams for g in gs)
-    top = counts.most_common(1)[0][0] if counts else None
+    counts = Counter(g for s in samples for g in grams(s))
+    top = min(counts, key=lambda g: (-counts[g], g)) if counts else None  # ties: the smallest, whatever the order
     return {
         "balance/repeated_ngram_frac": counts[top] / len(samples) if top else 0.0,
         "balance/teacher_ngram_frac": sum(top in grams(t) for t in teacher) / len(teacher) if top and teacher else 0.0,

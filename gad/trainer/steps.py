@@ -316,10 +316,10 @@ def sample_records(
 
 
 def sample_repetition(batch: PromptBatch, samples: list[list[int]], world: World) -> Metrics:
-    """:func:`gad.trainer.balance.repetition_stats` of this process's samples and teacher responses,
-    averaged over processes (the balance monitor reads them)."""
-    stats = repetition_stats(samples, [e.response_ids for e in batch.examples])
-    return world.mean_metrics(stats, dict.fromkeys(stats, 1.0))
+    """:func:`gad.trainer.balance.repetition_stats` of the step's samples and teacher responses, all
+    processes' together (the balance monitor reads them)."""
+    parts = world.gather_objects((samples, [e.response_ids for e in batch.examples]))
+    return repetition_stats([s for p in parts for s in p[0]], [t for p in parts for t in p[1]])
 
 
 def response_stats(samples: list[list[int]], eos_id: int, world: World | None = None) -> Metrics:
