@@ -125,13 +125,16 @@ def test_two_process_cli_run_writes_one_run_folder(tiny_model, teacher_set, tmp_
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "runs" / "gad"
-    err = finish(torchrun("-m", "gad.cli", "train", *overrides(tiny_model, teacher_set, out, train__parallel="fsdp2")))
+    err = finish(torchrun("-m", "gad.cli", "train", *overrides(tiny_model, teacher_set, out, train__parallel="fsdp2",
+                                                                 eval__every=1, data__eval_fraction=0.25)))
     assert "2 processes (fsdp2, cpu)" in err
     assert err.count("gad train: finished step 2") == 1  # rank 0 alone reports
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["gad"]
     rows = read_metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(len(r["batch_ids"]) == 4 for r in rows)  # the global batch, not one process's half
+    # validation: each process answers half the 4 held-out prompts, all logged once, sharded D in step
+    assert all(r["val/prompts"] == 4 and 0 <= r["val/d_accuracy"] <= 1 and "val/distinguish_accuracy" in r for r in rows)
     ckpt = out / "checkpoints" / "step-000002"
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000002"]
     assert not [p for p in out.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
