@@ -139,7 +139,7 @@ def test_demo_ctrl_c_then_rerun_continues(tiny_model, tmp_path, fake_api):
 
     from tests.teacher.harness import API_KEY
 
-    api = fake_api(latency=0.5)
+    api = fake_api(latency=2.0)  # 36 answers, 16 at a time: ~6 s, time to interrupt even on a loaded machine
     out = tmp_path / "demo"
     env = {**os.environ, "GAD_TEST_KEY": API_KEY}
     args = ["--teacher-model", "fake-teacher", "--teacher-base-url", api.url, "--api-key-env", "GAD_TEST_KEY"]
@@ -147,7 +147,7 @@ def test_demo_ctrl_c_then_rerun_continues(tiny_model, tmp_path, fake_api):
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     store, deadline = out / "teacher.jsonl", time.monotonic() + 60
     while time.monotonic() < deadline and (not store.exists() or len(store.read_text().splitlines()) < 4):
-        time.sleep(0.02)  # some answers stored, the rest (36 at 0.5 s each, 16 at a time) not yet
+        time.sleep(0.02)  # some answers stored, the rest (36 at 2 s each, 16 at a time) not yet
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
