@@ -28,7 +28,7 @@ import math
 import shutil
 import statistics
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
@@ -109,12 +109,17 @@ def _jsonable(cfg: SyntheticConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg)))
 
 
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two configs train the same cell (where its folder is does not matter: a moved sweep resumes)."""
+    return {**a, "out_dir": None} == {**b, "out_dir": None}
+
+
 def run_cell(cfg: SyntheticConfig) -> dict[str, Any]:
     """One cell, or its saved result when the config matches (the run folders are removed after)."""
     path = Path(str(cfg.out_dir) + ".json")
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("config") == _jsonable(cfg):
+        if _same_run(saved.get("config", {}), _jsonable(cfg)):
             return saved
     r = run_synthetic(cfg)
     cell = {
@@ -231,18 +236,20 @@ def run_sweep(out: str | Path, seeds: int = 5, regimes: Sequence[str] | None = N
     out = Path(out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     names = list(regimes or REGIMES)
-    configs = {(r, s): cell_config(r, s, out, scale) for r in names for s in range(seeds)}
+    # Seed-major: an interrupted sweep has every regime at nearly the same number of seeds.
+    configs = {(r, s): cell_config(r, s, out, scale) for s in range(seeds) for r in names}
     done: dict[tuple[str, int], dict[str, Any]] = {}
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {key: pool.submit(run_cell, cfg) for key, cfg in configs.items()}
-            for key, fut in futures.items():
+            futures = {pool.submit(run_cell, cfg): key for key, cfg in configs.items()}
+            for fut in as_completed(futures):
+                key = futures[fut]
                 done[key] = fut.result()
-                log(f"cell {key[0]} seed {key[1]}: {done[key]['seconds']:.0f}s")
+                log(f"cell {key[0]} seed {key[1]}: {done[key]['seconds']:.0f}s ({len(done)}/{len(configs)})")
     else:
         for key, cfg in configs.items():
             done[key] = run_cell(cfg)
-            log(f"cell {key[0]} seed {key[1]}: {done[key]['seconds']:.0f}s")
+            log(f"cell {key[0]} seed {key[1]}: {done[key]['seconds']:.0f}s ({len(done)}/{len(configs)})")
     cells = {r: [done[(r, s)] for s in range(seeds)] for r in names}
     summary = summarize(cells)
     summary["command"] = f"gad synthetic --sweep --seeds {seeds} --out {out}"
