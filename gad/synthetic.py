@@ -453,7 +453,9 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
     ``late`` (precision and length averaged over the last ``late_evals`` measurements), ``curve``
     (held-out measurements every ``eval_every`` steps, without coverage), ``metrics`` (reward, D
     accuracy, length… per step, from the stages' ``metrics.jsonl``), ``disc_accuracy_final`` and
-    ``reward_trend`` (first/last 10 GRPO steps), ``teacher_samples_seen``; ``seconds``.
+    ``reward_trend`` (first/last 10 GRPO steps), ``teacher_samples_seen``; ``warmup`` (the warmup's
+    last checkpoint, measured like ``final``: the student GAD starts from); ``seconds``. Only the
+    methods in ``cfg.methods`` run and appear.
 
     Steps are counted on one axis: GAD's and the off-policy run's steps continue the warmup's (the
     off-policy run's first ``offpolicy_disc_steps`` after the warmup train only its D).
