@@ -200,7 +200,8 @@ def sweep_table(summary: dict[str, Any]) -> str:
     lines += ["", "| regime | GAD − SeqKD, precision (late), per seed | verdict |", "|---|---|---|"]
     for regime, r in summary["regimes"].items():
         per = ", ".join(f"{x:+.2f}" for x in r["gad_minus_seqkd"]["precision_late"]["per_seed"])
-        lines.append(f"| {regime} | {per} | GAD {r['verdict']} SeqKD |")
+        phrase = {"beats": "GAD beats SeqKD", "ties": "GAD ties with SeqKD", "loses": "GAD loses to SeqKD"}[r["verdict"]]
+        lines.append(f"| {regime} | {per} | {phrase} |")
     if "ce_temperature" in summary:
         lines += ["", f"Cross-entropy temperature 0.8 − 1.0 (paired: {CE_PAIR[1]} − {CE_PAIR[0]}, sampling at 0.8):", "",
                   "| student | precision (final) | coverage |", "|---|---|---|"]
