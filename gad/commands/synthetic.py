@@ -90,6 +90,6 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     print()
     print((Path(out) / "sweep.md").read_text())
     for regime, r in summary["regimes"].items():
-        print(f"{regime}: GAD {r['verdict']} SeqKD (late precision, paired 95% t-interval)")
+        print(f"{regime}: GAD vs SeqKD: {r['verdict']} (late precision, paired 95% t-interval)")
     print(f"wrote sweep.json, sweep.md, sweep.png and cells/ to {out}")
     return 0
