@@ -76,6 +76,12 @@ class SyntheticConfig:
     noise_words: int = 16
     """Prompts carry two of these irrelevant words after the task, so held-out prompts are new
     strings (their word pairs never occur in training) while the task stays learnable."""
+    heldout_tasks: int = 0
+    """The last this many tasks never occur in the init or teacher set: the held-out prompts all
+    name one of them (out-of-distribution prompts). 0 = every split draws from every task."""
+    task_sharing: float = 0.0
+    """Fraction of the logits' variance that mode ``k`` of every task shares (0 = independent tasks):
+    what a held-out task has in common with the training tasks."""
 
     # --- the data ----------------------------------------------------------------------------------
     init_samples: int = 64
@@ -113,6 +119,16 @@ class SyntheticConfig:
     sft_lr: float = 5e-3
     """Generator learning rate of the likelihood stages, ``seqkd`` and ``warmup`` (the paper's 1e-6
     is for 7B models; a 50k-parameter student needs a large one)."""
+    seqkd_lr: float | None = None
+    """Learning rate of the SeqKD method alone; ``None`` = ``sft_lr``. The official scripts run
+    SeqKD at 5x the warmup's lr (5e-6 against 1e-6)."""
+    continue_warmup: bool = False
+    """``gad train`` continues the warmup run (``train.init_state=all``: AdamW moments, schedules,
+    step, data position, RNG), as the official scripts do; G then keeps the warmup's lr
+    (``sft_lr``, restored with the optimizer) and ``rl_lr`` applies to ``offpolicy`` only."""
+    sft_temperature: float = 1.0
+    """``generator.sft_temperature`` of the ``seqkd`` and ``warmup`` stages (not of the shared start,
+    an "instruct" model trained elsewhere): they fit ``softmax(logits / T)`` to the teacher's tokens."""
     rl_lr: float = 3e-4
     """Generator learning rate of the GRPO stages, ``train`` and ``offpolicy``: smaller than the
     discriminator's, so that D tracks the student (two time-scales)."""
@@ -130,6 +146,8 @@ class SyntheticConfig:
     late_evals: int = 4
     """``late`` in the results averages the last this many measurements of each method: single
     checkpoints of a tiny student trained at a large lr differ by up to ~0.85 nats/token in precision."""
+    methods: tuple[str, ...] = METHODS
+    """Which methods to run (``gad`` is warmup → train; ``offpolicy`` needs ``gad``'s warmup)."""
     plot: bool = True
     """Write ``synthetic.png`` (training curves) when ``out_dir`` is set."""
     extra_overrides: tuple[str, ...] = field(default_factory=tuple)
@@ -153,12 +171,26 @@ class SyntheticConfig:
             raise ValueError(f"stop_prob must be in (0, 1), got {self.stop_prob}")
         if not 0 <= self.min_length < self.max_length:
             raise ValueError(f"need 0 <= min_length < max_length, got {self.min_length}, {self.max_length}")
+        if not set(self.methods) <= set(METHODS) or not self.methods:
+            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods}")
+        if "offpolicy" in self.methods and "gad" not in self.methods:
+            raise ValueError("offpolicy continues gad's warmup: methods must include gad")
+        if not 0 <= self.heldout_tasks < self.num_tasks:
+            raise ValueError(f"need 0 <= heldout_tasks < num_tasks, got {self.heldout_tasks}, {self.num_tasks}")
+        if not 0 <= self.task_sharing <= 1:
+            raise ValueError(f"task_sharing must be in [0, 1], got {self.task_sharing}")
         if self.disc_only_steps >= self.warmup_steps:
             raise ValueError("disc_only_steps must be below warmup_steps, or G never warms up")
-        pairs = self.num_tasks * self.noise_words * (self.noise_words - 1)
-        need = self.init_samples + self.teacher_set_size + self.heldout_prompts
-        if need > pairs:
-            raise ValueError(f"{need} distinct prompts asked for, only {pairs} exist; raise noise_words")
+        per_task = self.noise_words * (self.noise_words - 1)
+        seen = self.num_tasks - self.heldout_tasks
+        if self.heldout_tasks:
+            checks = [(self.init_samples + self.teacher_set_size, seen * per_task),
+                      (self.heldout_prompts, self.heldout_tasks * per_task)]
+        else:
+            checks = [(self.init_samples + self.teacher_set_size + self.heldout_prompts, seen * per_task)]
+        for need, pairs in checks:
+            if need > pairs:
+                raise ValueError(f"{need} distinct prompts asked for, only {pairs} exist; raise noise_words")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,8 +210,14 @@ class MarkovMixtureTeacher:
         w = torch.tensor(cfg.mode_weights, dtype=torch.float64)
         self.log_w = (w / w.sum()).log()  # (K,)
         # Start tables twice as sharp: the first symbol mostly names the mode.
-        self.log_start = torch.log_softmax(2 * cfg.sharpness * torch.randn(T, K, V, generator=gen, dtype=torch.float64), -1)
-        self.log_trans = torch.log_softmax(cfg.sharpness * torch.randn(T, K, V, V, generator=gen, dtype=torch.float64), -1)
+        start = torch.randn(T, K, V, generator=gen, dtype=torch.float64)
+        trans = torch.randn(T, K, V, V, generator=gen, dtype=torch.float64)
+        if cfg.task_sharing > 0:  # mode k of every task shares part of its logits (drawn after, so 0 changes nothing)
+            a, b = math.sqrt(cfg.task_sharing), math.sqrt(1 - cfg.task_sharing)
+            start = a * torch.randn(1, K, V, generator=gen, dtype=torch.float64) + b * start
+            trans = a * torch.randn(1, K, V, V, generator=gen, dtype=torch.float64) + b * trans
+        self.log_start = torch.log_softmax(2 * cfg.sharpness * start, -1)
+        self.log_trans = torch.log_softmax(cfg.sharpness * trans, -1)
         stop = torch.full((cfg.max_length + 1,), cfg.stop_prob, dtype=torch.float64)
         stop[: cfg.min_length] = 1e-3
         stop[cfg.max_length] = 0.999
@@ -224,18 +262,21 @@ class Prompt:
 
 
 def make_prompts(cfg: SyntheticConfig, gen: torch.Generator) -> dict[str, list[Prompt]]:
-    """Distinct prompts for the init set, the teacher set and the held-out set (no string shared)."""
+    """Distinct prompts for the init set, the teacher set and the held-out set (no string shared);
+    with ``heldout_tasks``, the held-out prompts name only the tasks the other splits never name."""
     Z = cfg.noise_words
     combos = [(t, a, b) for t in range(cfg.num_tasks) for a in range(Z) for b in range(Z) if a != b]
     order = torch.randperm(len(combos), generator=gen).tolist()
+    seen = cfg.num_tasks - cfg.heldout_tasks
+    pools = {"seen": [combos[j] for j in order if not cfg.heldout_tasks or combos[j][0] < seen],
+             "unseen": [combos[j] for j in order if combos[j][0] >= seen]}
     sizes = {"init": cfg.init_samples, "train": cfg.teacher_set_size, "heldout": cfg.heldout_prompts}
-    out, pos = {}, 0
+    out, pos = {}, {"seen": 0, "unseen": 0}
     for split, n in sizes.items():
-        out[split] = [
-            Prompt(f"{split}-{i}", t, f"t{t} n{a} n{b}")
-            for i, (t, a, b) in enumerate(combos[j] for j in order[pos : pos + n])
-        ]
-        pos += n
+        pool = "unseen" if split == "heldout" and cfg.heldout_tasks else "seen"
+        out[split] = [Prompt(f"{split}-{i}", t, f"t{t} n{a} n{b}")
+                      for i, (t, a, b) in enumerate(pools[pool][pos[pool] : pos[pool] + n])]
+        pos[pool] += n
     return out
 
 
@@ -260,7 +301,7 @@ def make_student(out: Path, cfg: SyntheticConfig) -> Path:
              + [f"n{i}" for i in range(cfg.noise_words)])
     return make_tiny_llama(out, words, roles=("user", "assistant"), eos_after_message=False,
                            hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_kv_heads=4,
-                           max_positions=64, seed=cfg.seed)
+                           max_positions=max(64, cfg.max_new_tokens + 32), seed=cfg.seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +370,7 @@ def evaluate_generator(
         responses = [tok(symbols_text(y), add_special_tokens=False)["input_ids"] + [eos]
                      for group in teacher_samples for y in group]
         seqs = pack([p for p in prompt_ids for _ in range(cfg.eval_samples)], responses, tok.pad_token_id, eos)
-        lp, _ = sequence_logprobs(model, seqs)  # (B, R)
+        lp, _ = sequence_logprobs(model, seqs, temperature=cfg.temperature)  # (B, R): the sampled distribution
         lp = lp * seqs.response_mask
         out["coverage_per_token"] = float(lp.sum() / seqs.response_mask.sum())
         out["coverage_per_seq"] = float(lp.sum(-1).mean())
@@ -356,7 +397,7 @@ def teacher_reference(teacher: MarkovMixtureTeacher, prompts: list[Prompt], samp
 
 
 def _stage_overrides(cfg: SyntheticConfig, out: Path, teacher_file: Path, init_from: str | Path, steps: int,
-                     keep_all: bool, lr: float) -> list[str]:
+                     keep_all: bool, lr: float, sft_temperature: float = 1.0) -> list[str]:
     return [
         f"data.train_file={teacher_file}", "data.max_prompt_length=16", f"data.max_response_length={cfg.max_new_tokens}",
         f"generator.model={init_from}", f"generator.lr={lr}", "generator.grad_clip=1.0",
@@ -364,7 +405,7 @@ def _stage_overrides(cfg: SyntheticConfig, out: Path, teacher_file: Path, init_f
         f"rollout.n={cfg.group_size}", f"rollout.temperature={cfg.temperature}",
         f"rollout.max_new_tokens={cfg.max_new_tokens}", f"algorithm.kl_coef={cfg.kl_coef}",
         f"algorithm.disc_only_steps={cfg.disc_only_steps}",
-        f"algorithm.disc_pretrain_steps={cfg.offpolicy_disc_steps}",
+        f"algorithm.disc_pretrain_steps={cfg.offpolicy_disc_steps}", f"generator.sft_temperature={sft_temperature}",
         f"train.output_dir={out}", f"train.batch_size={cfg.batch_size}",
         f"train.micro_batch_size={cfg.batch_size * (cfg.group_size + 1)}",
         f"train.max_steps={steps}", f"train.seed={cfg.seed}", "train.report_to=[]",
@@ -412,7 +453,9 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
     ``late`` (precision and length averaged over the last ``late_evals`` measurements), ``curve``
     (held-out measurements every ``eval_every`` steps, without coverage), ``metrics`` (reward, D
     accuracy, length… per step, from the stages' ``metrics.jsonl``), ``disc_accuracy_final`` and
-    ``reward_trend`` (first/last 10 GRPO steps), ``teacher_samples_seen``; ``seconds``.
+    ``reward_trend`` (first/last 10 GRPO steps), ``teacher_samples_seen``; ``warmup`` (the warmup's
+    last checkpoint, measured like ``final``: the student GAD starts from); ``seconds``. Only the
+    methods in ``cfg.methods`` run and appear.
 
     Steps are counted on one axis: GAD's and the off-policy run's steps continue the warmup's (the
     off-policy run's first ``offpolicy_disc_steps`` after the warmup train only its D).
@@ -450,41 +493,57 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
         init_gen = _checkpoints(init_dir)[-1][1]
 
         total = cfg.warmup_steps + cfg.gad_steps
-        seqkd_dir = _run("seqkd", _stage_overrides(cfg, runs / "seqkd", train_file, init_gen, total, True, cfg.sft_lr))
-        warm_dir = _run("warmup", _stage_overrides(cfg, runs / "warmup", train_file, init_gen, cfg.warmup_steps, True,
-                                                   cfg.sft_lr))
-        gad_dir = _run("train", _stage_overrides(cfg, runs / "gad", train_file, init_gen, cfg.gad_steps, True, cfg.rl_lr),
-                       warm_dir)
+        methods = [m for m in METHODS if m in cfg.methods]
+        dirs: dict[str, Path] = {}
+        if "seqkd" in methods:
+            dirs["seqkd"] = _run("seqkd", _stage_overrides(cfg, runs / "seqkd", train_file, init_gen, total, True,
+                                                           cfg.seqkd_lr or cfg.sft_lr, cfg.sft_temperature))
+        if "gad" in methods:
+            warm_dir = _run("warmup", _stage_overrides(cfg, runs / "warmup", train_file, init_gen, cfg.warmup_steps,
+                                                       True, cfg.sft_lr, cfg.sft_temperature))
+            if cfg.continue_warmup:  # the official way: the same run goes on; steps count from its start
+                gad_over = _stage_overrides(cfg, runs / "gad", train_file, init_gen, total, True, cfg.sft_lr)
+                dirs["gad"] = _run("train", [*gad_over, "train.init_state=all"], warm_dir)
+            else:
+                dirs["gad"] = _run("train", _stage_overrides(cfg, runs / "gad", train_file, init_gen, cfg.gad_steps,
+                                                             True, cfg.rl_lr), warm_dir)
         off_steps = cfg.offpolicy_disc_steps + cfg.gad_steps
-        off_dir = _run("offpolicy", _stage_overrides(cfg, runs / "offpolicy", train_file, init_gen, off_steps, True,
-                                                     cfg.rl_lr), warm_dir)
+        if "offpolicy" in methods:
+            dirs["offpolicy"] = _run("offpolicy", _stage_overrides(cfg, runs / "offpolicy", train_file, init_gen,
+                                                                   off_steps, True, cfg.rl_lr), warm_dir)
+        # Where each run's own step 0 sits on the shared axis (a continued run already counts from the warmup's).
+        offsets = {"seqkd": 0, "gad": 0 if cfg.continue_warmup else cfg.warmup_steps, "offpolicy": cfg.warmup_steps}
 
         init_metrics = measure(init_gen)
-        warm_ckpts = _checkpoints(warm_dir)
-        curves: dict[str, list[dict[str, float]]] = {m: [{"step": 0, **init_metrics}] for m in METHODS}
-        for step, g in _checkpoints(seqkd_dir):
-            curves["seqkd"].append({"step": step, **measure(g, coverage=False)})
-        for step, g in warm_ckpts:
-            row = {"step": step, **measure(g, coverage=False)}
-            curves["gad"].append(row)
-            curves["offpolicy"].append(row)  # both continue from the warmup
-        for method, run_dir, offset in (("gad", gad_dir, cfg.warmup_steps), ("offpolicy", off_dir, cfg.warmup_steps)):
-            for step, g in _checkpoints(run_dir):
+        curves: dict[str, list[dict[str, float]]] = {m: [{"step": 0, **init_metrics}] for m in methods}
+        if "seqkd" in methods:
+            for step, g in _checkpoints(dirs["seqkd"]):
+                curves["seqkd"].append({"step": step, **measure(g, coverage=False)})
+        if "gad" in methods:
+            warm_ckpts = _checkpoints(warm_dir)
+            for step, g in warm_ckpts:
+                row = {"step": step, **measure(g, coverage=False)}
+                for m in ("gad", "offpolicy"):
+                    if m in methods:
+                        curves[m].append(row)  # both continue from the warmup
+        for method in ("gad", "offpolicy"):
+            if method not in methods:
+                continue
+            for step, g in _checkpoints(dirs[method]):
                 if method == "offpolicy" and step <= cfg.offpolicy_disc_steps:
                     continue  # D-only steps: the generator has not moved
-                curves[method].append({"step": offset + step, **measure(g, coverage=False)})
+                curves[method].append({"step": offsets[method] + step, **measure(g, coverage=False)})
 
         def stage_metrics(run_dir: Path, offset: int) -> list[dict[str, float]]:
             return [{**m, "step": m["step"] + offset} for m in read_metrics(run_dir)]
 
-        warm_m = stage_metrics(warm_dir, 0)
-        metrics = {
-            "seqkd": stage_metrics(seqkd_dir, 0),
-            "gad": warm_m + stage_metrics(gad_dir, cfg.warmup_steps),
-            "offpolicy": warm_m + stage_metrics(off_dir, cfg.warmup_steps),
-        }
-        finals = {"seqkd": _checkpoints(seqkd_dir)[-1][1], "gad": _checkpoints(gad_dir)[-1][1],
-                  "offpolicy": _checkpoints(off_dir)[-1][1]}
+        metrics = {m: stage_metrics(dirs[m], offsets[m]) for m in methods}
+        if "gad" in methods:
+            warm_m = stage_metrics(warm_dir, 0)
+            metrics["gad"] = warm_m + metrics["gad"]
+            if "offpolicy" in methods:
+                metrics["offpolicy"] = warm_m + metrics["offpolicy"]
+        finals = {m: _checkpoints(dirs[m])[-1][1] for m in methods}
         # Teacher responses read (with repetition) from the same teacher_set_size rows, per method.
         seen = {"seqkd": total, "gad": total, "offpolicy": cfg.warmup_steps + off_steps}
         results: dict[str, Any] = {
@@ -500,13 +559,15 @@ def run_synthetic(cfg: SyntheticConfig) -> dict[str, Any]:
                     "metrics": [_keep(row) for row in metrics[m]],
                     "teacher_samples_seen": seen[m] * cfg.batch_size,
                 }
-                for m in METHODS
+                for m in methods
             },
             "teacher_set": {"unique_rows": cfg.teacher_set_size, "init_rows": cfg.init_samples},
         }
+        if "gad" in methods:  # the student GAD starts from: the warmup's last checkpoint
+            results["warmup"] = measure(warm_ckpts[-1][1])
         results["seconds"] = time.perf_counter() - t0
         if cfg.out_dir is not None:
-            if cfg.plot:
+            if cfg.plot and set(methods) == set(METHODS):
                 plot_synthetic(results, out / "synthetic.png")
             results["seconds"] = time.perf_counter() - t0
             (out / "synthetic.json").write_text(json.dumps(results, indent=2) + "\n")
