@@ -144,7 +144,10 @@ def test_demo_ctrl_c_then_rerun_continues(tiny_model, tmp_path, fake_api):
     env = {**os.environ, "GAD_TEST_KEY": API_KEY}
     args = ["--teacher-model", "fake-teacher", "--teacher-base-url", api.url, "--api-key-env", "GAD_TEST_KEY"]
     cmd = [sys.executable, "-m", "gad.cli", "demo", "--quick", "--model", str(tiny_model), "--out", str(out), *args]
-    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT back to its default in the child: a pytest-xdist worker ignores it, and an ignored
+    # signal is inherited, so Python would never raise KeyboardInterrupt there
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     store, deadline = out / "teacher.jsonl", time.monotonic() + 60
     while time.monotonic() < deadline and (not store.exists() or len(store.read_text().splitlines()) < 4):
         time.sleep(0.02)  # some answers stored, the rest (36 at 2 s each, 16 at a time) not yet
