@@ -71,7 +71,32 @@ class DataConfig:
 
 
 @dataclass
-class GeneratorConfig:
+class TrainedModel:
+    """What the generator and the discriminator share: their optimizer and their LoRA settings
+    (documented in :class:`GeneratorConfig`)."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    grad_clip: float = 0.2
+    lr_warmup_steps: int = 0
+    lora_r: int = 0
+    lora_alpha: float = 0.0
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    lora_lr: float = 1e-5
+
+    @property
+    def lora(self) -> bool:
+        return self.lora_r > 0
+
+    @property
+    def effective_lr(self) -> float:
+        """The learning rate in use: ``lora_lr`` with LoRA, ``lr`` otherwise."""
+        return self.lora_lr if self.lora else self.lr
+
+
+@dataclass
+class GeneratorConfig(TrainedModel):
     """The student policy G.
 
     model: hub id, local HF folder, a ``.gguf`` file, or ``smollm2-135m-instruct`` (the embedded default).
@@ -104,29 +129,11 @@ class GeneratorConfig:
     """
 
     model: str = DEFAULT_MODEL
-    lr: float = 1e-6
-    weight_decay: float = 0.01
-    grad_clip: float = 0.2
-    lr_warmup_steps: int = 0
     sft_temperature: float = 1.0
-    lora_r: int = 0
-    lora_alpha: float = 0.0
-    lora_dropout: float = 0.0
-    lora_target_modules: str = "all-linear"
-    lora_lr: float = 1e-5
-
-    @property
-    def lora(self) -> bool:
-        return self.lora_r > 0
-
-    @property
-    def effective_lr(self) -> float:
-        """The learning rate in use: ``lora_lr`` with LoRA, ``lr`` otherwise."""
-        return self.lora_lr if self.lora else self.lr
 
 
 @dataclass
-class DiscriminatorConfig:
+class DiscriminatorConfig(TrainedModel):
     """The discriminator D: a backbone plus a scalar head, scoring ``[prompt, response]`` at its last token.
 
     model: backbone to start from; empty = the generator's initial model (the paper's default;
@@ -147,23 +154,6 @@ class DiscriminatorConfig:
     init: str = ""
     loss: str = "bt"
     update: bool = True
-    lr: float = 1e-6
-    weight_decay: float = 0.01
-    grad_clip: float = 0.2
-    lr_warmup_steps: int = 0
-    lora_r: int = 0
-    lora_alpha: float = 0.0
-    lora_dropout: float = 0.0
-    lora_target_modules: str = "all-linear"
-    lora_lr: float = 1e-5
-
-    @property
-    def lora(self) -> bool:
-        return self.lora_r > 0
-
-    @property
-    def effective_lr(self) -> float:
-        return self.lora_lr if self.lora else self.lr
 
 
 @dataclass
