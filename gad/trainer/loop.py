@@ -265,6 +265,7 @@ def _run_stage(cfg: Config, resume: bool, world: parallel.World) -> RunResult:
                 step = total_steps
     finally:
         logger.close()
+        roles.close()
     where = f"checkpoint {last_ckpt}" if last_ckpt else "no checkpoint"
     if world.is_main:
         how = "interrupted at" if interrupted else (

@@ -25,6 +25,7 @@ from gad.models import (
     resolve_model,
 )
 from gad.rollout import HFRollout, RolloutEngine
+from gad.rollout.vllm_engine import ColocatedEngine, VLLMRollout, VLLMSettings, require_vllm
 from gad.trainer.parallel import ONE_PROCESS, World, unwrap
 
 NEEDS_DISCRIMINATOR = ("warmup", "train", "offpolicy")
@@ -67,6 +68,12 @@ class Roles:
         if isinstance(model, lora.AdapterView):  # checkpointed blocks recompute with the active adapter
             model.activate()
         self.world.backward(loss, model, last)
+
+    def close(self) -> None:
+        """Release what the roles hold outside torch (a vLLM engine)."""
+        close = getattr(self.rollout, "close", None)
+        if close is not None:
+            close()
 
     def models(self) -> dict[str, Any]:
         """The models that train, by optimizer name."""
@@ -115,6 +122,8 @@ def build_roles(
     from it when resuming. With LoRA (``generator.lora_r``/``discriminator.lora_r`` > 0) these may be
     adapter folders / LoRA discriminator files: see :func:`_build_lora`.
     """
+    if cfg.rollout.engine == "vllm":
+        require_vllm()  # before any model loads
     if cfg.generator.lora or (cfg.stage in NEEDS_DISCRIMINATOR and cfg.discriminator.lora):
         return _build_lora(cfg, initial_generator, generator_path, discriminator_path, world)
     mp = cfg.train.mixed_precision
@@ -144,27 +153,50 @@ def build_roles(
         optimizers["disc"], schedulers["disc"] = d_opt, d_sched
     if reference is not None:
         reference = world.prepare_frozen(reference, mp)
-    rollout = _rollout(cfg, world, unwrap(generator), tokenizer)  # sampling stages, and validation in all
+    rollout = _rollout(cfg, world, unwrap(generator), tokenizer, version=_steps(g_sched))  # sampling stages, and validation in all
     return Roles(cfg, world, tokenizer, generator, reference, discriminator, rollout, optimizers,
                  schedulers, initial_generator=initial_generator)
 
 
-def _rollout(cfg: Config, world: World, policy: Any, tokenizer: Any, before: Any = None) -> HFRollout:
-    """Sampling from the live ``policy``; ``before()`` runs at the start of every generate call
-    (LoRA: activate the generator's adapter)."""
+def _rollout(cfg: Config, world: World, policy: Any, tokenizer: Any, before: Any = None,
+             version: Any = None, adapter: str | None = None) -> RolloutEngine:
+    """Sampling from the live ``policy`` (``rollout.engine``); ``before()`` runs at the start of every
+    generate call (LoRA: activate the generator's adapter). A vLLM engine receives the weights again
+    whenever ``version()`` (the generator's update count) changed, with ``adapter`` merged in."""
     mp = cfg.train.mixed_precision
 
     @contextmanager
-    def sampling() -> Iterator[None]:
+    def whole_policy() -> Iterator[None]:  # the policy's parameters unsharded, its adapter active
         if before is not None:
             before()
-        with world.generation(policy), bf16_autocast(world.device, mp):
+        with world.generation(policy):
             yield
 
+    @contextmanager
+    def sampling() -> Iterator[None]:
+        with whole_policy(), bf16_autocast(world.device, mp):
+            yield
+
+    r = cfg.rollout
+    if r.engine == "vllm":
+        settings = VLLMSettings(
+            dtype=r.vllm_dtype if r.vllm_dtype != "auto" else ("bf16" if "bf16" in (mp, cfg.lora.base_dtype) else "fp32"),
+            max_model_len=cfg.data.max_prompt_length + cfg.max_new_tokens,
+            gpu_memory_utilization=r.vllm_gpu_memory_utilization, sleep=r.vllm_sleep,
+            enforce_eager=r.vllm_enforce_eager, cpu_kv_cache_gib=r.vllm_cpu_kv_cache_gib, seed=cfg.train.seed,
+        )
+        engine = ColocatedEngine(policy, tokenizer.eos_token_id, settings, gather=whole_policy, adapter=adapter,
+                                 version=version)
+        return VLLMRollout(engine, cfg.max_new_tokens, r.temperature, r.top_p, vocab_size=len(tokenizer))
     return HFRollout(
-        policy, tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.max_new_tokens, cfg.rollout.temperature,
-        cfg.rollout.top_p, autocast=sampling, micro_batch_size=cfg.rollout.micro_batch_size,
+        policy, tokenizer.pad_token_id, tokenizer.eos_token_id, cfg.max_new_tokens, r.temperature,
+        r.top_p, autocast=sampling, micro_batch_size=r.micro_batch_size,
     )
+
+
+def _steps(scheduler: LambdaLR) -> Any:
+    """The generator's update count (a skipped update does not count): when the policy changed."""
+    return lambda: scheduler.last_epoch
 
 
 def _refuse_lora_discriminator(path: str) -> None:
@@ -296,6 +328,7 @@ def _build_lora(
             list(discriminator.parameters()), d_lr, d_cfg.weight_decay, d_cfg.lr_warmup_steps)
 
     activate = generator.activate if isinstance(generator, lora.AdapterView) else None
-    rollout = _rollout(cfg, world, lm, tokenizer, before=activate)
+    rollout = _rollout(cfg, world, lm, tokenizer, before=activate, version=_steps(schedulers["gen"]),
+                       adapter="gen" if g_cfg.lora else None)
     return Roles(cfg, world, tokenizer, generator, reference, discriminator, rollout, optimizers,
                  schedulers, initial_generator=initial_generator)

@@ -1,22 +1,12 @@
-"""Rollout: sampling the student's responses, behind a small interface.
-
-Contract of a rollout engine: ``generate(prompts, n) -> list of n * len(prompts) token lists``,
-grouped by prompt (all samples of prompt 0 first), each ending with EOS unless it hit the token
-budget. Only token ids cross this boundary: log-probs are always recomputed by the training model,
-so a vLLM engine can replace :class:`HFRollout` without touching the step.
-"""
+"""The ``transformers.generate`` engine: sampling from the live training model itself."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from transformers import GenerationConfig
-
-
-class RolloutEngine(Protocol):
-    def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]: ...
 
 
 class HFRollout:
@@ -100,24 +90,3 @@ class HFRollout:
 def cut_at_eos(tokens: list[int], eos_id: int) -> list[int]:
     """Keep tokens up to and including the first EOS (the rest is padding, which may equal EOS)."""
     return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
-
-
-class ReplayRollout:
-    """Responses fixed in advance, looked up by prompt: the same samples under any engine, process
-    count or batch split, so such runs can be compared exactly (tests, debugging a step).
-
-    ``table`` maps a prompt's token ids to its responses; ``generate(prompts, n)`` returns the first
-    ``n`` of each prompt's, grouped by prompt as every engine does.
-    """
-
-    def __init__(self, table: dict[tuple[int, ...], list[list[int]]]):
-        self.table = table
-
-    def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
-        out = []
-        for p in prompts:
-            responses = self.table.get(tuple(p))
-            if responses is None or len(responses) < n:
-                raise KeyError(f"no {n} recorded responses for a prompt of {len(p)} tokens")
-            out += [list(r) for r in responses[:n]]
-        return out
