@@ -176,6 +176,11 @@ class RolloutConfig:
         weights in memory after every update; ``server``: a separate ``vllm serve`` (other GPUs),
         weights pushed to it after every update (README, "vLLM rollouts").
     vllm_server_url: the server's address (``server`` mode), e.g. ``http://10.0.0.2:8000``.
+    vllm_weight_transfer: how weights reach the server: ``nccl`` (GPU to GPU, vLLM's own backend)
+        or ``gad_http`` (inside the HTTP requests: a CPU server, small models).
+    vllm_nccl_address / vllm_nccl_port: this machine as the server reaches it, and a free port
+        there, for ``nccl`` (defaults: this machine's address, any free port).
+    vllm_server_world_size: the server's GPUs (tensor x pipeline x data parallel), for ``nccl``.
     vllm_dtype: the engine's weights: ``auto`` (bf16 when ``train.mixed_precision`` or
         ``lora.base_dtype`` is bf16, else fp32), ``fp32`` or ``bf16``.
     vllm_gpu_memory_utilization: the share of the GPU the colocated engine may take (weights and
@@ -195,6 +200,10 @@ class RolloutConfig:
     engine: str = "hf"
     vllm_mode: str = "colocate"
     vllm_server_url: str = ""
+    vllm_weight_transfer: str = "nccl"
+    vllm_nccl_address: str = ""
+    vllm_nccl_port: int = 0
+    vllm_server_world_size: int = 1
     vllm_dtype: str = "auto"
     vllm_gpu_memory_utilization: float = 0.3
     vllm_sleep: bool = True
@@ -446,6 +455,9 @@ class Config:
         need(r.vllm_mode in ("colocate", "server"), f"rollout.vllm_mode: must be 'colocate' or 'server', got {r.vllm_mode!r}")
         need(r.engine != "vllm" or r.vllm_mode != "server" or bool(r.vllm_server_url),
              "rollout.vllm_server_url: server mode needs the server's address, e.g. http://localhost:8000")
+        need(r.vllm_weight_transfer in ("nccl", "gad_http"),
+             f"rollout.vllm_weight_transfer: must be 'nccl' or 'gad_http', got {r.vllm_weight_transfer!r}")
+        need(r.vllm_server_world_size >= 1, f"rollout.vllm_server_world_size: must be >= 1, got {r.vllm_server_world_size}")
         need(r.vllm_dtype in ("auto", "fp32", "bf16"), f"rollout.vllm_dtype: must be 'auto', 'fp32' or 'bf16', got {r.vllm_dtype!r}")
         need(0 < r.vllm_gpu_memory_utilization < 1,
              f"rollout.vllm_gpu_memory_utilization: must be in (0, 1), got {r.vllm_gpu_memory_utilization}")

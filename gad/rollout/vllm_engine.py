@@ -97,6 +97,36 @@ def _delta(layer: Any, adapter: str) -> torch.Tensor:
     return delta.T if getattr(layer, "fan_in_fan_out", False) else delta
 
 
+class WeightSync:
+    """Hands ``policy``'s weights (``hf_weights``, adapter merged) to ``push`` exactly when they
+    changed: before the first rollout, then whenever ``version()`` moved (None: never again).
+
+    ``gather``: a context in which the policy's parameters are whole (FSDP2: unsharded) and the right
+    adapter is active. ``barrier``: wait for every process after a push (a shared server must have
+    the new weights before any process samples from it).
+    """
+
+    def __init__(self, policy: nn.Module, push: Callable[[Iterator[tuple[str, torch.Tensor]]], None],
+                 gather: Callable[[], AbstractContextManager[Any]] | None = None, adapter: str | None = None,
+                 version: Callable[[], int] | None = None, barrier: bool = False):
+        self.policy, self.push, self.adapter, self.version, self.barrier = policy, push, adapter, version, barrier
+        self.gather = gather or contextlib.nullcontext
+        self.synced: int | None = None
+        self.count = 0
+
+    def ensure(self) -> None:
+        version = self.version() if self.version is not None else 0
+        if version == self.synced:
+            return
+        with torch.no_grad(), self.gather():
+            self.push(hf_weights(self.policy, self.adapter))
+        self.synced, self.count = version, self.count + 1
+        import torch.distributed as dist
+
+        if self.barrier and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
+
+
 class ColocatedEngine:
     """One ``vllm.LLM`` in this process holding a copy of ``policy``'s weights.
 
@@ -110,10 +140,7 @@ class ColocatedEngine:
                  version: Callable[[], int] | None = None):
         require_vllm()
         self.policy, self.eos_id, self.settings = policy, eos_id, settings
-        self.gather = gather or contextlib.nullcontext
-        self.adapter, self.version = adapter, version
-        self.synced: int | None = None
-        self.syncs = 0
+        self.weights = WeightSync(policy, self.load, gather, adapter, version)
         self.on_gpu = torch.cuda.is_available()
         self._folder = tempfile.TemporaryDirectory(prefix="gad-vllm-")
         self.llm = self._build()
@@ -156,14 +183,19 @@ class ColocatedEngine:
     def vocab_size(self) -> int:
         return int(self.policy.config.vocab_size)
 
-    def sync(self) -> None:
-        """Hand the policy's current weights to the engine (every rank, in one order)."""
-        with torch.no_grad(), self.gather():
-            self.llm.collective_rpc("reload_weights", kwargs={
-                "weights_iterator": hf_weights(self.policy, self.adapter), "is_checkpoint_format": True})
-        self.llm.collective_rpc(_repack_tied_head)
+    @property
+    def syncs(self) -> int:
+        """How many times the engine was given weights."""
+        return self.weights.count
+
+    def load(self, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
+        """Reload the engine's weights in place from ``weights`` (consumed lazily, in one order on
+        every rank), then drop what was derived from the old ones."""
+        from gad.rollout.vllm_transfer import refresh_tied_layers
+
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.collective_rpc(lambda worker: refresh_tied_layers(worker.model_runner.model))
         self.llm.reset_prefix_cache()
-        self.syncs += 1
 
     def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
         """One ``vllm`` call (waking the engine first on a GPU), after a sync if the weights changed."""
@@ -171,10 +203,7 @@ class ColocatedEngine:
 
         if self.on_gpu and self.settings.sleep:
             self.llm.wake_up(tags=["weights"])
-        version = self.version() if self.version is not None else 0
-        if version != self.synced:
-            self.sync()
-            self.synced = version
+        self.weights.ensure()
         if self.on_gpu and self.settings.sleep:
             self.llm.wake_up(tags=["kv_cache"])
         try:
@@ -201,18 +230,6 @@ class ColocatedEngine:
         finally:
             ps.destroy_distributed_environment = original
             self._folder.cleanup()
-
-
-def _repack_tied_head(worker: Any) -> bool:
-    """Runs in the engine: a tied LM head is filled through the embedding by a reload, but vLLM's
-    CPU path keeps a prepacked copy of it, which stays stale until repacked. Harmless elsewhere."""
-    model = worker.model_runner.model
-    head, inner = getattr(model, "lm_head", None), getattr(model, "model", None)
-    embed = getattr(inner, "embed_tokens", None)
-    if head is None or embed is None or head.weight.data_ptr() != embed.weight.data_ptr():
-        return False
-    head.quant_method.process_weights_after_loading(head)
-    return True
 
 
 @contextlib.contextmanager

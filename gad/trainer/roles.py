@@ -25,7 +25,8 @@ from gad.models import (
     resolve_model,
 )
 from gad.rollout import HFRollout, RolloutEngine
-from gad.rollout.vllm_engine import ColocatedEngine, VLLMRollout, VLLMSettings, require_vllm
+from gad.rollout.vllm_engine import ColocatedEngine, VLLMRollout, VLLMSettings, WeightSync, require_vllm
+from gad.rollout.vllm_server import PolicyServerRollout, VLLMServerRollout
 from gad.trainer.parallel import ONE_PROCESS, World, unwrap
 
 NEEDS_DISCRIMINATOR = ("warmup", "train", "offpolicy")
@@ -178,6 +179,15 @@ def _rollout(cfg: Config, world: World, policy: Any, tokenizer: Any, before: Any
             yield
 
     r = cfg.rollout
+    if r.engine == "vllm" and r.vllm_mode == "server":
+        server = VLLMServerRollout(
+            r.vllm_server_url, tokenizer.eos_token_id, cfg.max_new_tokens, r.temperature, r.top_p,
+            vocab_size=len(tokenizer) if len(tokenizer) < policy.config.vocab_size else None,  # limit only a padded vocabulary
+            weight_transfer=r.vllm_weight_transfer, nccl_address=r.vllm_nccl_address or None,
+            nccl_port=r.vllm_nccl_port or None, server_world_size=r.vllm_server_world_size, rank=world.rank,
+        )
+        sync = WeightSync(policy, server.push_weights, whole_policy, adapter, version, barrier=True)
+        return PolicyServerRollout(server, sync)
     if r.engine == "vllm":
         settings = VLLMSettings(
             dtype=r.vllm_dtype if r.vllm_dtype != "auto" else ("bf16" if "bf16" in (mp, cfg.lora.base_dtype) else "fp32"),
