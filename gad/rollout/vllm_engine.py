@@ -155,7 +155,7 @@ class ColocatedEngine:
 
         config = copy.deepcopy(self.policy.config)
         config.eos_token_id = self.eos_id  # the student's EOS, the only stop (generation defaults are ignored)
-        config.architectures = [type(self.policy).__name__]
+        config.architectures = [_model_class(self.policy)]
         config.save_pretrained(self._folder.name)  # the shapes only: the weights arrive in memory
         s = self.settings
         several = dist.is_initialized() and dist.get_world_size() > 1
@@ -230,6 +230,11 @@ class ColocatedEngine:
         finally:
             ps.destroy_distributed_environment = original
             self._folder.cleanup()
+
+
+def _model_class(model: nn.Module) -> str:
+    """The transformers class of ``model`` (FSDP2 puts a class of its own in front of it)."""
+    return next(c.__name__ for c in type(model).__mro__ if c.__module__.startswith("transformers."))
 
 
 @contextlib.contextmanager
