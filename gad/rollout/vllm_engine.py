@@ -261,13 +261,14 @@ class VLLMRollout:
     """The rollout contract on a :class:`ColocatedEngine`: ``generate(prompts, n)``, grouped by prompt.
 
     ``temperature=0`` decodes greedily; ``vocab_size``: the tokenizer's length (ids at or past it are
-    never sampled).
+    never sampled); ``min_new_tokens``: EOS suppressed until a sample has this many tokens (0 = off).
     """
 
     def __init__(self, engine: ColocatedEngine, max_new_tokens: int, temperature: float = 0.8,
-                 top_p: float = 1.0, vocab_size: int | None = None):
+                 top_p: float = 1.0, vocab_size: int | None = None, min_new_tokens: int = 0):
         self.engine, self.max_new_tokens = engine, max_new_tokens
         self.temperature, self.top_p, self.vocab_size = temperature, top_p, vocab_size
+        self.min_new_tokens = min_new_tokens  # as HFRollout's: benchmarks only (every sample one length)
 
     def greedy(self, max_new_tokens: int = 0) -> VLLMRollout:
         """The same engine decoding greedily, with its own budget (0 = this one's): validation."""
@@ -299,6 +300,7 @@ class VLLMRollout:
         )
         return SamplingParams(
             n=n, **decoding, top_k=0, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
-            frequency_penalty=0.0, max_tokens=self.max_new_tokens, stop_token_ids=[self.engine.eos_id],
+            frequency_penalty=0.0, max_tokens=self.max_new_tokens, min_tokens=self.min_new_tokens,
+            stop_token_ids=[self.engine.eos_id],
             allowed_token_ids=allowed, detokenize=False, skip_special_tokens=False,
         )
