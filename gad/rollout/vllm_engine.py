@@ -304,3 +304,26 @@ class VLLMRollout:
             stop_token_ids=[self.engine.eos_id],
             allowed_token_ids=allowed, detokenize=False, skip_special_tokens=False,
         )
+
+
+def vllm_rollout_for(model: nn.Module, tokenizer: Any, max_new_tokens: int, temperature: float = 0.0,
+                     top_p: float = 1.0, max_model_len: int = 4096, enforce_eager: bool = False,
+                     what: str = "--engine vllm") -> VLLMRollout:
+    """A vLLM engine on a model that does not train (``gad eval``, a local teacher), as a rollout.
+
+    The engine takes ``model``'s weights once, in memory, before its first generation, in the
+    model's own precision (fp32 or bf16); the model may stay on the CPU. ``max_model_len``: the
+    longest prompt plus ``max_new_tokens`` (capped at the model's context), which sizes the KV
+    cache. Close it with ``close()``. ``what`` names the option in the errors.
+    """
+    require_vllm(what)
+    if not 0 <= temperature <= 2:
+        raise UserError(f"{what}: vLLM samples at temperatures from 0 to 2, got {temperature}")
+    dtypes = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+    dtype = next(model.parameters()).dtype
+    if dtype not in dtypes:
+        raise UserError(f"{what}: the model's weights are {dtype}; the vLLM engine takes fp32 or bf16")
+    settings = VLLMSettings(dtype=dtypes[dtype], max_model_len=max_model_len, gpu_memory_utilization=0.8,
+                            sleep=False, enforce_eager=enforce_eager)
+    engine = ColocatedEngine(model.eval(), tokenizer.eos_token_id, settings)
+    return VLLMRollout(engine, max_new_tokens, temperature, top_p, vocab_size=len(tokenizer))

@@ -5,6 +5,10 @@ evaluation, so a checkpoint's own sampling defaults (``generation_config.json``)
 the teacher says. It runs in a worker thread so the collector's event loop (progress bar, store)
 stays live. A prompt that does not fit the model's context with its token budget is refused, as an
 API server refuses it, and the rest of the batch is answered.
+
+``engine="vllm"`` (``gad teacher --backend vllm``) generates with a vLLM engine given the model's
+weights in memory instead (:func:`gad.rollout.vllm_engine.vllm_rollout_for`): the same prompts,
+sampling settings, refusals and rows, ``meta.backend`` "vllm".
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 from gad.teacher.backend import ChatRequest, ChatResponse, GenerationSettings
 
 DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_VLLM_CONTEXT = 4096  # the vLLM engine's context when the model's config does not say
+WHAT_VLLM = "gad teacher --backend vllm"
 
 
 class LocalBackend:
@@ -28,6 +34,8 @@ class LocalBackend:
     ``chat_template_kwargs``: extra variables for this model's chat template (e.g.
     ``{"enable_thinking": False}``), part of the run's fingerprint; the student's
     ``data.chat_template_kwargs`` are not the teacher's.
+    ``engine``: ``hf`` (``transformers.generate``) or ``vllm`` (a vLLM engine on the same weights,
+    its context the model's; ``vllm_enforce_eager``: without compilation); ``aclose`` shuts it down.
     """
 
     name = "local"
@@ -35,11 +43,18 @@ class LocalBackend:
 
     def __init__(self, settings: GenerationSettings, model: Any = None, tokenizer: Any = None,
                  *, batch_size: int = 8, device: str | None = None,
-                 chat_template_kwargs: dict[str, Any] | None = None):
+                 chat_template_kwargs: dict[str, Any] | None = None, engine: str = "hf",
+                 vllm_enforce_eager: bool = False):
         import torch
 
         from gad.rollout import HFRollout
 
+        if engine not in ("hf", "vllm"):
+            raise ValueError(f"engine: 'hf' or 'vllm', got {engine!r}")
+        if engine == "vllm":  # before the model loads
+            from gad.rollout.vllm_engine import require_vllm
+
+            require_vllm(WHAT_VLLM)
         if model is None or isinstance(model, str):
             from gad.models import load_causal_lm  # lazy: only offline users need models
 
@@ -49,22 +64,35 @@ class LocalBackend:
         self.settings = settings
         self.batch_size = batch_size
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_new_tokens = settings.max_tokens or DEFAULT_MAX_NEW_TOKENS
-        self.context_length = context_length(self.model)
-        self.rollout = HFRollout(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
-                                 self.max_new_tokens, temperature=settings.temperature or 0.0,
-                                 top_p=settings.top_p if settings.top_p is not None else 1.0)
+        self.context_length = context_length(model)
+        temperature, top_p = settings.temperature or 0.0, settings.top_p if settings.top_p is not None else 1.0
+        self.rollout: Any
+        if engine == "vllm":  # the weights are copied into the engine: the model stays where it is
+            from gad.rollout.vllm_engine import vllm_rollout_for
+
+            self.name = "vllm"
+            self.context_length = self.context_length or DEFAULT_VLLM_CONTEXT
+            self.device, self.model = str(next(model.parameters()).device), model.eval()
+            self.rollout = vllm_rollout_for(self.model, tokenizer, self.max_new_tokens, temperature, top_p,
+                                            max_model_len=self.context_length, enforce_eager=vllm_enforce_eager,
+                                            what=WHAT_VLLM)
+        else:
+            self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.model = model.to(self.device).eval()
+            self.rollout = HFRollout(self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
+                                     self.max_new_tokens, temperature=temperature, top_p=top_p)
 
     async def respond(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         return await asyncio.to_thread(self.generate, list(requests))
 
     async def aclose(self) -> None:
-        return None
+        close = getattr(self.rollout, "close", None)
+        if close is not None:  # a vLLM engine
+            close()
 
     def fingerprint_extra(self) -> dict[str, Any]:
         """The template's variables change what the teacher is asked (nothing when there are none,
