@@ -8,8 +8,10 @@ every engine produces exactly prompts × n × tokens tokens and the rates compar
 start (vLLM: build + first weight load) is timed apart from its measured rollouts; the measured
 rounds go engine after engine, ``--rounds`` times, so all see the same machine state.
 
-Then one GAD step per engine (``--gad-prompts`` prompts × n × tokens, EOS suppressed the same way,
-after one warm-up step), through the trainer's own roles: its seconds and its rollout phase.
+Then one GAD step per engine of ``--gad-engines`` (``--gad-prompts`` prompts × n × tokens, EOS
+suppressed the same way, after a one-sample warm-up), through the trainer's own roles: its seconds
+and its rollout phase. The step's update makes the vLLM engine sync its weights before the next
+rollout, a cost the next step's rollout phase would carry (reported as ``sync_s``).
 
     OMP_NUM_THREADS=2 python benchmarks/rollout.py                       # 16 x 8 x 128, all engines
     python benchmarks/rollout.py --engines hf-fp32,vllm-fp32 --gad-prompts 0 --json out.json
@@ -18,7 +20,6 @@ after one warm-up step), through the trainer's own roles: its seconds and its ro
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -95,7 +96,7 @@ def rollout_rates(args: argparse.Namespace) -> dict[str, Any]:
 def gad_step_times(args: argparse.Namespace) -> dict[str, Any]:
     path = resolve_model(MODEL)
     out: dict[str, Any] = {}
-    for name in args.engines:
+    for name in args.gad_engines:
         kind, precision = name.split("-")
         cfg = load_config(None, [
             "data.train_file=synthetic", f"generator.model={path}", f"train.batch_size={args.gad_prompts}",
@@ -109,13 +110,18 @@ def gad_step_times(args: argparse.Namespace) -> dict[str, Any]:
         prompts = demo_prompts(roles.tokenizer, args.gad_prompts)
         teacher = roles.tokenizer("A short teacher answer.", add_special_tokens=False)["input_ids"] + [roles.eos_id]
         batch = PromptBatch([Example(f"p{i}", p, teacher) for i, p in enumerate(prompts)])
-        gad_step(batch, roles, PhaseTimer())  # warm-up (and vLLM's first load)
+        roles.rollout.generate(prompts[:1], 1)  # warm-up: vLLM's first weight load, first-call work
         timer = PhaseTimer()
         t = time.perf_counter()
         gad_step(batch, roles, timer)
         step = time.perf_counter() - t
+        sync = 0.0
+        if kind == "vllm":  # the weights the update changed, into the engine (the next rollout's first act)
+            t = time.perf_counter()
+            roles.rollout.engine.weights.ensure()
+            sync = time.perf_counter() - t
         roles.close()
-        out[name] = {"step_s": step, "phases_s": dict(timer.seconds)}
+        out[name] = {"step_s": step, "phases_s": dict(timer.seconds), "sync_s": sync}
         print(f"GAD step {name}: {step:.1f} s (rollout {timer.seconds.get('rollout', 0):.1f} s)", flush=True)
     return out
 
@@ -129,10 +135,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--gad-prompts", type=int, default=4, help="prompts of the GAD step per engine (0 = no GAD step)")
+    ap.add_argument("--gad-engines", default="hf-fp32,vllm-fp32", type=lambda s: [e for e in s.split(",") if e])
     ap.add_argument("--eager", action="store_true", help="vLLM without compilation (starts faster, decodes slower)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    for name in args.engines:
+    for name in args.engines + args.gad_engines:
         if name not in ("hf-fp32", "hf-bf16", "vllm-fp32", "vllm-bf16"):
             ap.error(f"--engines: unknown engine {name!r}")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
@@ -143,14 +150,15 @@ def main() -> None:
         "rollout": rollout_rates(args),
     }
     if args.gad_prompts:
-        result["gad_step"] = gad_step_times(dataclasses.replace(args) if False else args)
+        result["gad_step"] = gad_step_times(args)
     print(f"\nrollout, {args.prompts} prompts x {args.n} samples x {args.tokens} tokens "
           f"({result['machine']['capability']}, {result['machine']['threads']} threads):")
     for name, r in result["rollout"].items():
         ratio = f"{r['vs_hf_fp32']:.2f}x" if r["vs_hf_fp32"] else "-"
         print(f"  {name:10s} {r['tokens_per_s']:7.0f} tokens/s  {ratio:>7s} hf-fp32   (start {r['start_s']:.0f} s)")
     for name, g in result.get("gad_step", {}).items():
-        print(f"  GAD step {name:10s} {g['step_s']:6.1f} s  (rollout {g['phases_s'].get('rollout', 0):.1f} s)")
+        print(f"  GAD step {name:10s} {g['step_s']:6.1f} s  (rollout {g['phases_s'].get('rollout', 0):.1f} s"
+              + (f", then weight sync {g['sync_s']:.1f} s)" if g["sync_s"] else ")"))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -65,30 +65,33 @@ def test_greedy_equals_generate_token_for_token(smol, engine):
     assert eng.syncs == 1  # the first generation loaded the weights; the rest reused them
 
 
-def mean_logprob(model, tok, prompts, samples, n: int, temperature: float) -> float:
-    """Mean per-token log-prob of ``samples`` under the model's temperature-``temperature`` distribution."""
+def mean_logprob(model, tok, prompts, samples, n: int, temperature: float) -> tuple[float, float]:
+    """The mean over samples of each sample's mean per-token log-prob under the model's
+    temperature-``temperature`` distribution, and its standard error (samples as the units)."""
     seqs = pack([p for p in prompts for _ in range(n)], samples, tok.pad_token_id, tok.eos_token_id)
     with torch.no_grad():
         lp, _ = sequence_logprobs(model, seqs, temperature=temperature)
-    mask = seqs.response_mask.bool()
-    return lp[mask].mean().item()
+    mask = seqs.response_mask.float()
+    per_sample = (lp * mask).sum(1) / mask.sum(1)
+    return per_sample.mean().item(), per_sample.std().item() / len(per_sample) ** 0.5
 
 
 def test_sampled_responses_come_from_the_loss_distribution(smol, engine):
-    """Samples at T=0.8 from both engines score alike under the training model; samples drawn at
-    T=1.0 (what a temperature or top-k mismatch would look like) fall outside the tolerance."""
+    """Samples at T=0.8 from both engines score alike under the training model (within 4 standard
+    errors); samples drawn at T=1.0 (what a temperature or top-k mismatch looks like) do not."""
     model, tok, prompts = smol
     eng, _ = engine
-    n, budget, temperature = 8, 32, 0.8
+    n, budget, temperature = 6, 24, 0.8
     torch.manual_seed(0)
     from_hf = hf(model, tok, budget, temperature).generate(prompts, n)
     from_vllm = VLLMRollout(eng, budget, temperature, vocab_size=len(tok)).generate(prompts, n)
     from_hot = VLLMRollout(eng, budget, 1.0, vocab_size=len(tok)).generate(prompts, n)
     assert len(from_vllm) == len(prompts) * n and len({tuple(s) for s in from_vllm[:n]}) > 1  # n different samples
-    a, b, hot = (mean_logprob(model, tok, prompts, s, n, temperature) for s in (from_hf, from_vllm, from_hot))
-    tolerance = 0.15  # nats/token; ~2 000 tokens a side, the spread of such means measured ~0.05
-    assert abs(a - b) < tolerance, (a, b)
-    assert abs(a - hot) > tolerance, (a, hot)
+    (a, se_a), (b, se_b), (hot, se_hot) = (mean_logprob(model, tok, prompts, s, n, temperature)
+                                           for s in (from_hf, from_vllm, from_hot))
+    print(f"mean log-prob at T={temperature}: hf {a:.3f}±{se_a:.3f}, vllm {b:.3f}±{se_b:.3f}, vllm T=1 {hot:.3f}±{se_hot:.3f}")
+    assert abs(a - b) < 4 * (se_a**2 + se_b**2) ** 0.5, (a, b)
+    assert abs(a - hot) > 4 * (se_a**2 + se_hot**2) ** 0.5, (a, hot)
 
 
 def test_after_an_update_the_engine_follows_the_model(smol, engine):
@@ -157,6 +160,10 @@ def test_ids_past_the_tokenizer_are_never_sampled(tiny_vllm_model, tmp_path):
     try:
         limited = VLLMRollout(eng, 32, temperature=2.0, vocab_size=len(tok)).generate(prompts, 8)
         free = VLLMRollout(eng, 32, temperature=2.0).generate(prompts, 8)
+        # More prompt tokens than one scheduler step takes by default (4096): seeded sampling on a
+        # CPU must not meet a chunked prefill (vLLM's CPU runner fails on it).
+        many = [p + [6 + (i + j) % len(WORDS) for j in range(200)] for i in range(24) for p in prompts[:1]]
+        assert len(VLLMRollout(eng, 4, temperature=0.8, vocab_size=len(tok)).generate(many, 2)) == 48
     finally:
         eng.close()
     assert max(t for s in limited for t in s) < len(tok)

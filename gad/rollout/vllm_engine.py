@@ -172,6 +172,10 @@ class ColocatedEngine:
             kwargs["distributed_executor_backend"] = "external_launcher"
         if self.on_gpu:
             kwargs.update(gpu_memory_utilization=s.gpu_memory_utilization, enable_sleep_mode=s.sleep)
+        else:
+            # vLLM's CPU runner cannot rewind a seeded request's generator after a partial prefill
+            # ("CPU Generator does not use offset"): prompts are prefilled whole instead of chunked.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(kwargs["max_model_len"], 8192))
         self._owns_group = not dist.is_initialized()  # one process: vLLM makes a default group of its own
         with _process_state_kept():
             llm = LLM(**kwargs)
