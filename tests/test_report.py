@@ -45,6 +45,19 @@ def test_report_files(tmp_path):
     assert "## run (stage train, 8 steps)" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_report_states_the_live_monitor_either_way(tmp_path):
+    """The monitor's flags (``balance/*``) in the report: when each condition held, or that none did."""
+    for name, flag in (("quiet", lambda i: 0.0), ("loud", lambda i: float(i >= 3))):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(
+            6, reward__mean=lambda i: 0.5, balance__d_too_strong=flag, balance__d_lost=lambda i: 0.0)))
+        (run / "config.yaml").write_text("stage: train\n")
+    text = write_run_report([tmp_path / "quiet", tmp_path / "loud"], tmp_path / "out").read_text()
+    assert "checked at each of the 6 steps, no condition held" in text
+    assert "d_too_strong held for 3 steps from step 4 (still at the end)" in text
+
+
 def test_short_runs_still_get_trend_warnings():
     # 8 steps: the trend windows shrink to 4 steps each instead of never firing
     w = balance_warnings(rows(8, policy__entropy=lambda i: 3.0 if i < 4 else 0.1))

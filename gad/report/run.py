@@ -83,6 +83,8 @@ def run_section(doc: Doc, run: Path, out: Path, level: int) -> None:
     monitor = monitor_history(rows)
     if monitor:
         doc.para("The balance monitor during the run: " + "; ".join(monitor) + ".")
+    elif any(k.startswith("balance/") for k in last):
+        doc.para(f"The balance monitor during the run: checked at each of the {len(rows)} steps, no condition held.")
     samples_section(doc, read_samples(run), level + 1)
     if rows:
         png = plot_run(rows, out / f"{run.name}-curves.png", f"{run.name} ({stage})")
