@@ -129,7 +129,8 @@ def test_lora_weights_are_merged_as_peft_merges_them(tiny_model):
     from peft import LoraConfig, get_peft_model, inject_adapter_in_model
 
     base, _ = load_causal_lm(str(tiny_model))
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj"], init_lora_weights=False)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj", "embed_tokens"],
+                        init_lora_weights=False)
     model, _ = load_causal_lm(str(tiny_model))
     inject_adapter_in_model(config, model, adapter_name="gen")
     merged_ref = get_peft_model(load_causal_lm(str(tiny_model))[0], config, adapter_name="gen")
@@ -138,7 +139,8 @@ def test_lora_weights_are_merged_as_peft_merges_them(tiny_model):
     ours = dict(hf_weights(model, "gen"))
     assert ours.keys() == dict(base.named_parameters()).keys()
     assert all(torch.allclose(ours[k], reference[k], atol=1e-6) for k in ours)
-    assert not torch.allclose(ours["model.layers.0.self_attn.q_proj.weight"], base.model.layers[0].self_attn.q_proj.weight)
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight"):  # a linear and an embedding
+        assert not torch.allclose(ours[name], dict(base.named_parameters())[name]), name
     bare = dict(hf_weights(model, None))
     assert all(torch.equal(bare[k], v) for k, v in base.named_parameters())
 

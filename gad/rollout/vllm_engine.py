@@ -62,7 +62,7 @@ def hf_weights(model: nn.Module, adapter: str | None = None) -> Iterator[tuple[s
     """``model``'s weights under their transformers checkpoint names, each tied tensor once.
 
     With LoRA adapters injected (peft), the base weights come out with adapter ``adapter`` merged
-    into them (``W + scale * B @ A``, computed out of place in fp32), or bare when ``adapter`` is
+    into them (peft's own ``get_delta_weight``, added out of place in fp32), or bare when ``adapter`` is
     None; the adapters' own parameters are not sent. Sharded (FSDP2) parameters must have been
     unsharded by the caller.
     """
@@ -76,8 +76,8 @@ def hf_weights(model: nn.Module, adapter: str | None = None) -> Iterator[tuple[s
         owner, _, leaf = name.partition(".base_layer.")
         layer = lora_layers[owner]
         value = p.detach()
-        if adapter is not None and leaf == "weight" and adapter in layer.lora_A:
-            value = (value.float() + _delta(layer, adapter)).to(value.dtype)
+        if adapter is not None and leaf == "weight" and adapter in layer.scaling:  # the layer carries it
+            value = (value.float() + layer.get_delta_weight(adapter).float()).to(value.dtype)
         yield f"{owner}.{leaf}", value
 
 
@@ -87,14 +87,6 @@ def _lora_layers(model: nn.Module) -> dict[str, Any]:
     from peft.tuners.lora import LoraLayer
 
     return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
-
-
-def _delta(layer: Any, adapter: str) -> torch.Tensor:
-    a, b = layer.lora_A[adapter].weight.float(), layer.lora_B[adapter].weight.float()
-    if a.dim() != 2:
-        raise NotImplementedError(f"merging a LoRA adapter on a {type(layer).__name__} layer for vLLM")
-    delta = (b @ a) * layer.scaling[adapter]
-    return delta.T if getattr(layer, "fan_in_fan_out", False) else delta
 
 
 class WeightSync:
@@ -281,23 +273,24 @@ class VLLMRollout:
     def generate(self, prompts: list[list[int]], n: int) -> list[list[int]]:
         if not prompts:
             return []
+        allowed = (list(range(self.vocab_size))
+                   if self.vocab_size is not None and self.vocab_size < self.engine.vocab_size else None)
         if self.temperature == 0:  # greedy: vLLM takes one sample per request, so n copies of each prompt
-            outs = self.engine.generate([p for p in prompts for _ in range(n)], [self.sampling(1, 0)] * (n * len(prompts)))
+            outs = self.engine.generate([p for p in prompts for _ in range(n)], [self.sampling(1, 0, allowed)] * (n * len(prompts)))
         else:
             base = int(torch.randint(0, 2**30, (1,)).item())  # from torch's generator: a resumed run samples the same
             # sample j of prompt i has seed base + i*n + j (vLLM seeds a request's j-th child with seed + j)
-            outs = self.engine.generate(prompts, [self.sampling(n, base + i * n) for i in range(len(prompts))])
+            outs = self.engine.generate(prompts, [self.sampling(n, base + i * n, allowed) for i in range(len(prompts))])
         return [list(c.token_ids) for o in outs for c in sorted(o.outputs, key=lambda c: c.index)]
 
     def close(self) -> None:
         self.engine.close()
 
-    def sampling(self, n: int, seed: int) -> Any:
-        """vLLM's parameters for ``n`` samples of one prompt: exactly the configured distribution."""
+    def sampling(self, n: int, seed: int, allowed: list[int] | None) -> Any:
+        """vLLM's parameters for ``n`` samples of one prompt: exactly the configured distribution;
+        ``allowed``: the ids it may sample (None = all)."""
         from vllm import SamplingParams
 
-        allowed = (list(range(self.vocab_size))
-                   if self.vocab_size is not None and self.vocab_size < self.engine.vocab_size else None)
         decoding: dict[str, Any] = (
             {"temperature": self.temperature, "top_p": self.top_p, "seed": seed} if self.temperature > 0
             else {"temperature": 0.0}
